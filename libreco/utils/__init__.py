@@ -1,0 +1,1 @@
+"""Saving models for serving, and shared helpers."""
