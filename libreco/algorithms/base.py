@@ -116,9 +116,10 @@ class Recommender(ABC):
         """
         if not isinstance(train_data, TransformedSet) or len(train_data) == 0:
             raise ValueError("train_data must be a non-empty TransformedSet from build_trainset")
-        if train_data.data_info is not self.data_info:
-            if train_data.data_info.n_users != self.data_info.n_users:
-                raise ValueError("train_data was built with a different DataInfo than the model")
+        di = train_data.data_info
+        if di is not self.data_info and (di.n_users, di.n_items) != (
+                self.data_info.n_users, self.data_info.n_items):
+            raise ValueError("train_data was built with a different DataInfo than the model")
         if neg_sampling is None:
             neg_sampling = self.task == "ranking"
         self._fit(train_data, neg_sampling=neg_sampling, verbose=verbose, eval_data=eval_data,

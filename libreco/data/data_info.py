@@ -184,10 +184,10 @@ class DataInfo:
     def user_consumed(self) -> sparse.csr_matrix:
         """(n_users, n_items) CSR matrix of training labels, indices sorted per row."""
         if self._csr is None:
-            m = sparse.csr_matrix(
-                (self.consumed_labels.copy(), self.consumed_items.copy(), self.consumed_indptr.copy()),
-                shape=(self.n_users, self.n_items),
-            )
+            # copies: sort_indices works in place and the arrays keep interaction order
+            data = (self.consumed_labels.copy(), self.consumed_items.copy(),
+                    self.consumed_indptr.copy())
+            m = sparse.csr_matrix(data, shape=(self.n_users, self.n_items))
             m.sort_indices()
             self._csr = m
         return self._csr

@@ -94,9 +94,10 @@ def check_frame(df: pd.DataFrame, extra: Sequence[str] = (), name: str = "data")
     n_nan = int(pd.to_numeric(label, errors="coerce").isna().sum())
     if n_nan:
         raise ValueError(f"column 'label' has {n_nan} missing (NaN) values")
-    if "time" in df.columns and not pd.api.types.is_numeric_dtype(df["time"]):
-        if not pd.api.types.is_datetime64_any_dtype(df["time"]):
-            raise ValueError("column 'time' must be numeric (e.g. a Unix timestamp) or datetime")
+    time = df["time"] if "time" in df.columns else None
+    if time is not None and not (pd.api.types.is_numeric_dtype(time)
+                                 or pd.api.types.is_datetime64_any_dtype(time)):
+        raise ValueError("column 'time' must be numeric (e.g. a Unix timestamp) or datetime")
 
 
 def _times(df: pd.DataFrame) -> np.ndarray | None:
