@@ -319,8 +319,14 @@ class Recommender(ABC):
         return {"task": self.task, **self.params}
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> None:
-        """Write the model directory: manifest, data info and parameters (JSON and .npy)."""
+        """Write the model directory: manifest, data info and parameters (JSON and .npy).
+
+        ``metrics`` (default: the results of the last evaluation during ``fit``) are recorded
+        in the manifest.
+        """
         self._require_fitted()
+        if metrics is None:
+            metrics = getattr(self, "eval_results", None)
         with ArtifactWriter(path, self.algorithm, self.family, self.hyperparameters(),
                             self.data_info.summary(), metrics) as w:
             self.data_info.save(w)
