@@ -1,0 +1,43 @@
+"""DeepFM: a factorization machine and an MLP sharing the field embeddings."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from libreco.algorithms._tf.layers import MLP, Dense
+from libreco.algorithms.base import own_params
+from libreco.algorithms.fm import fm_interactions
+from libreco.algorithms.tf_base import TFModel
+
+
+class DeepFM(TFModel):
+    """DeepFM (Guo et al., 2017): FM score plus an MLP over the concatenated field embeddings.
+
+    The first-order weights, the pairwise FM term and the MLP all read the same embeddings
+    (see :class:`~libreco.algorithms.FM`); the three parts are summed into one logit.
+
+    Parameters
+    ----------
+    embed_size, n_epochs, lr, batch_size, reg, num_neg, hidden_units, dropout, seed, patience
+        See :class:`~libreco.algorithms.tf_base.TFModel`.
+    """
+
+    algorithm = "deepfm"
+
+    def __init__(self, task: str, data_info, embed_size: int = 16, n_epochs: int = 20,
+                 lr: float = 1e-3, batch_size: int = 256, reg: float = 1e-4, num_neg: int = 1,
+                 hidden_units=(128, 64), dropout: float = 0.0, seed: int = 42,
+                 patience: int | None = 3):
+        super().__init__(task, data_info, **own_params(DeepFM, locals()))
+
+    def _build_network(self, p) -> None:
+        self._build_fields(p, linear=True)
+        self.deep = MLP(p, "deep", self.n_fields * self.embed_size, self.hidden_units,
+                        self.dropout, self.seed)
+        self.deep_out = Dense(p, "deep_out", self.deep.out_dim, 1)
+
+    def _forward(self, x, step):
+        e, penalty = self._field_embeddings(x)
+        flat = tf.reshape(e, [-1, self.n_fields * self.embed_size])
+        deep = self.deep_out(self.deep(flat, step))[:, 0]
+        return self.bias + self._linear_term(x) + fm_interactions(e) + deep, penalty
