@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -312,21 +312,27 @@ class Recommender(ABC):
     def hyperparameters(self) -> dict[str, Any]:
         return {"task": self.task, **self.params}
 
-    def save(self, path: str | os.PathLike, metrics: dict | None = None) -> None:
+    def save(self, path: str | os.PathLike, metrics: dict | None = None,
+             manifest_extra: dict | None = None,
+             extra_files: Callable[[ArtifactWriter], None] | None = None) -> None:
         """Write the model directory: manifest, data info and parameters (JSON and .npy).
 
         ``metrics`` (default: the results of the last evaluation during ``fit``) are recorded
-        in the manifest.
+        in the manifest. Serving exporters such as :func:`libreco.utils.save_knn` add top-level
+        manifest entries with ``manifest_extra`` and more files with ``extra_files``, a callable
+        that receives the open :class:`ArtifactWriter`.
         """
         self._require_fitted()
         if metrics is None:
             metrics = getattr(self, "eval_results", None)
         with ArtifactWriter(path, self.algorithm, self.family, self.hyperparameters(),
-                            self.data_info.summary(), metrics) as w:
+                            self.data_info.summary(), metrics, extra=manifest_extra) as w:
             self.data_info.save(w)
             for name, arr in self._arrays().items():
                 w.write_array(f"params/{name}.npy", arr)
             self._save_extra(w)
+            if extra_files is not None:
+                extra_files(w)
 
     def _save_extra(self, writer: ArtifactWriter) -> None:
         """Hook for files beyond numeric arrays (e.g. a SavedModel)."""
