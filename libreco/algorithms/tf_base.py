@@ -121,9 +121,10 @@ class TFModel(Recommender):
         With ``eval_data``: stop after this many epochs without improvement of the stopping
         metric and keep the best epoch's parameters. ``None`` trains all ``n_epochs``.
 
-    ``fit`` accepts ``stop_metric``: ``"auc"`` (ranking default: ROC-AUC of the eval positives
-    against one sampled negative each), ``"rmse"`` (rating default), ``"loss"``, or a metric name
-    of :func:`libreco.evaluation.evaluate` such as ``"ndcg"`` (slower: ranks every item).
+    ``fit`` accepts ``stop_metric``: ``"roc_auc"`` (ranking default: the eval positives against
+    one sampled negative each, drawn once), ``"rmse"`` (rating default), ``"mae"``, ``"loss"``
+    (the training loss on those pairs), or another metric name of
+    :func:`libreco.evaluation.evaluate` such as ``"ndcg"`` (slower: it ranks every item).
     """
 
     family = "tf"
@@ -395,7 +396,7 @@ class TFModel(Recommender):
         sampler = NegativeSampler(di.user_consumed, di.n_items, seed=rng)
         positions = self._row_positions(train_data) if self.uses_sequence else None
 
-        stop_metric = stop_metric or ("auc" if self.task == "ranking" else "rmse")
+        stop_metric = stop_metric or ("roc_auc" if self.task == "ranking" else "rmse")
         watch = None
         if eval_data is not None:
             watch = self._eval_pairs(eval_data, np.random.default_rng(self.seed + 1))
@@ -482,11 +483,11 @@ class TFModel(Recommender):
 
     def _eval_metric(self, watch, eval_data: TransformedSet, metric: str) -> float:
         users, items, labels = watch
-        if metric in ("auc", "rmse", "mae", "loss"):
+        if metric in ("roc_auc", "rmse", "mae", "loss"):
             if len(users) == 0:
                 return float("nan")
             scores = self._predict_inner(users, items).astype(np.float64)
-            if metric == "auc":
+            if metric == "roc_auc":
                 return roc_auc(labels, scores)
             if metric == "rmse":
                 return float(np.sqrt(np.mean((scores - labels) ** 2)))
