@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 from libreco import logger
-from libreco.utils.artifacts import ArtifactWriter
 
 SIGNATURE = "predict"
 
@@ -33,9 +32,10 @@ def save_info(path: str | os.PathLike, model, train_data, data_info) -> Path:
     model), with the ``"tf"`` entry of :meth:`TFModel.serving_spec
     <libreco.algorithms.tf_base.TFModel.serving_spec>` added to ``manifest.json``: the signature
     name and its inputs with dtypes and shapes, the output name and kind, the indices that stand
-    for an unknown user and item, the feature columns in input order and, for sequence models,
-    ``recent_num`` and ``pad_index``. It is written through
-    :class:`~libreco.utils.artifacts.ArtifactWriter` (checksummed, replaced atomically).
+    for an unknown user and item, the feature columns in input order, the number of training
+    interactions and, for sequence models, ``recent_num`` and ``pad_index``. Like every model
+    directory it is checksummed and replaced atomically
+    (:class:`~libreco.utils.artifacts.ArtifactWriter`).
 
     Parameters
     ----------
@@ -65,13 +65,7 @@ def save_info(path: str | os.PathLike, model, train_data, data_info) -> Path:
     spec = dict(model.serving_spec())
     spec["n_train_interactions"] = None if train_data is None else len(train_data)
     path = Path(path)
-    with ArtifactWriter(path, model.algorithm, model.family, model.hyperparameters(),
-                        data_info.summary(), getattr(model, "eval_results", None),
-                        extra={"tf": spec}) as w:
-        data_info.save(w)
-        for name, arr in model._arrays().items():
-            w.write_array(f"params/{name}.npy", arr)
-        model._save_extra(w)
+    model.save(path, manifest_extra={"tf": spec})
     return path
 
 
