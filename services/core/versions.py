@@ -1,0 +1,284 @@
+"""What a worker knows about the active version of each model, and its Redis access.
+
+A worker keeps, per model name, the immutable data of the version it serves (id lists,
+popularity, the family's own tables) and checks the model's pointer at most every
+``LIBRECO_POLL_INTERVAL`` seconds. A request resolves its :class:`ModelVersion` once and reads
+only that version's keys, so an answer never mixes two versions; a retired version's keys stay
+in Redis for a grace period, longer than any request takes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import numpy as np
+import redis
+from redis.commands.core import Script
+
+from services.core import metrics
+from services.core.errors import NotFound, StoreUnavailable
+from services.core.store import (
+    MODELS_KEY,
+    ModelKeys,
+    RedisClient,
+    VersionKeys,
+    unpack_records,
+)
+
+if TYPE_CHECKING:
+    from services.core.family import FamilyHandler
+
+log = logging.getLogger("libreco.services")
+LOG_EVERY = 10.0  # seconds between two log lines about store errors in one worker
+
+
+class Store:
+    """Redis access for request handling: every Redis error becomes a 503 answer.
+
+    Failures are counted in ``libreco_store_errors_total`` and logged at most once every
+    ``LOG_EVERY`` seconds per worker (with the number of failures since the last line), so an
+    outage does not flood the log. The client reconnects by itself on the next call.
+    """
+
+    def __init__(self, client: RedisClient):
+        self.client = client
+        self._last_log = 0.0
+        self._unlogged = 0
+
+    def fail(self, what: str, error: Exception) -> NoReturn:
+        metrics.store_error()
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY:
+            extra = f" ({self._unlogged} more failures since the last report)" if \
+                self._unlogged else ""
+            log.warning("Redis %s failed: %s: %s%s", what, type(error).__name__, error, extra)
+            self._last_log = now
+            self._unlogged = 0
+        else:
+            self._unlogged += 1
+        raise StoreUnavailable(f"the model store is unavailable ({what} failed: "
+                               f"{type(error).__name__}); try again shortly")
+
+    def script(self, lua: str) -> Script:
+        """Register a Lua script; run it with :meth:`run`."""
+        return self.client.register_script(lua)
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Any],
+            what: str = "read") -> Any:
+        """Run a script in one round trip (all ``keys`` must share a hash tag)."""
+        try:
+            return script(keys=keys, args=args)
+        except redis.exceptions.RedisError as e:
+            self.fail(what, e)
+
+    def pipeline_execute(self, commands: Sequence[tuple[str, tuple[Any, ...]]],
+                         what: str = "read") -> list[Any]:
+        """Send ``(command name, args)`` pairs in one pipeline and return the answers."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name, args in commands:
+                getattr(pipe, name)(*args)
+            return pipe.execute()
+        except redis.exceptions.RedisError as e:
+            self.fail(what, e)
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.exceptions.RedisError as e:
+            self.fail("ping", e)
+
+
+@dataclass
+class ModelVersion:
+    """The immutable, per-version data a worker holds in memory.
+
+    Attributes
+    ----------
+    name, version, family, algorithm : str
+    meta : dict of str -> str
+        The version's ``meta`` hash (sizes, hyperparameters the family needs).
+    keys : VersionKeys
+        Names of the version's Redis keys.
+    user_ids, item_ids : list
+        Original ids in inner-index order (JSON types kept).
+    popular_items : np.ndarray of int64, shape (n_items,)
+        Inner items by training popularity, most popular first.
+    popular_scores : np.ndarray of float64, shape (n_items,)
+        Their interaction counts divided by the largest count.
+    extra : any
+        What the family handler's ``load_version`` returned.
+    """
+
+    name: str
+    version: str
+    family: str
+    algorithm: str
+    meta: dict[str, str]
+    keys: VersionKeys
+    user_ids: list
+    item_ids: list
+    popular_items: np.ndarray
+    popular_scores: np.ndarray
+    extra: Any = None
+    _by_id: dict = field(default_factory=dict, repr=False)
+    _by_text: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for i, u in enumerate(self.user_ids):
+            self._by_id.setdefault(u, i)
+            self._by_text.setdefault(str(u), i)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self, user: Any) -> int:
+        """Inner index of an original user id (``1`` and ``"1"`` both match), -1 if unknown."""
+        idx = self._by_id.get(user)
+        if idx is None:
+            idx = self._by_text.get(str(user), -1)
+        return idx
+
+    def popular(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` most popular items and their scores (the cold-start answer)."""
+        return self.popular_items[:n], self.popular_scores[:n]
+
+    def backfill(self, n: int, exclude: np.ndarray) -> np.ndarray:
+        """The ``n`` most popular items not in ``exclude`` (fewer if the catalogue runs out).
+
+        Looks at no more than ``n + len(exclude)`` items, whatever the catalogue's size.
+        """
+        head = self.popular_items[:n + len(exclude)]
+        if len(exclude):
+            head = head[~np.isin(head, exclude)]
+        return head[:n]
+
+
+def load_version(store: Store, name: str, version: str, handler: FamilyHandler) -> ModelVersion:
+    """Read a version's immutable data in one pipeline, then the family's own part."""
+    keys = VersionKeys(name, version)
+    meta_raw, user_ids, item_ids, popular = store.pipeline_execute([
+        ("hgetall", (keys.meta,)),
+        ("get", (keys.data("user_ids"),)),
+        ("get", (keys.data("item_ids"),)),
+        ("get", (keys.data("popular"),)),
+    ], what="version read")
+    meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
+    if meta.get("state") != "complete" or user_ids is None or item_ids is None or \
+            popular is None:
+        log.error("%s: active version %s is incomplete in Redis", name, version)
+        raise StoreUnavailable(f"model {name!r} version {version} is incomplete in the store")
+    records = unpack_records(popular)
+    counts = records["value"].astype(np.float64)
+    top = counts[0] if len(counts) and counts[0] > 0 else 1.0
+    mv = ModelVersion(
+        name=name, version=version, family=meta.get("family", ""),
+        algorithm=meta.get("algorithm", name), meta=meta, keys=keys,
+        user_ids=json.loads(user_ids), item_ids=json.loads(item_ids),
+        popular_items=records["index"].astype(np.int64),
+        popular_scores=counts / top,
+    )
+    mv.extra = handler.load_version(mv)
+    return mv
+
+
+class _Entry:
+    __slots__ = ("current", "checked_at", "lock")
+
+    def __init__(self) -> None:
+        self.current: ModelVersion | None = None
+        self.checked_at = float("-inf")
+        self.lock = threading.Lock()
+
+
+class ActiveModels:
+    """Per-worker cache of the active version of each model name.
+
+    ``get`` costs nothing while the last check is younger than ``poll_interval``; otherwise
+    one thread re-reads the pointer (and, when it moved, the new version's data) while other
+    threads keep answering from the version they have.
+    """
+
+    def __init__(self, store: Store, handler: FamilyHandler, poll_interval: float):
+        self.store = store
+        self.handler = handler
+        self.poll_interval = poll_interval
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ModelVersion:
+        """The version to answer one request with.
+
+        Raises
+        ------
+        NotFound
+            No version of ``name`` is active, or it belongs to another family.
+        StoreUnavailable
+            Redis cannot be reached.
+        """
+        entry = self._entries.get(name)
+        if entry is not None and entry.current is not None and \
+                time.monotonic() - entry.checked_at < self.poll_interval:
+            return entry.current
+        return self._refresh(name, entry)
+
+    def _refresh(self, name: str, entry: _Entry | None) -> ModelVersion:
+        if entry is None:
+            entry = _Entry()
+        if not entry.lock.acquire(blocking=entry.current is None):
+            assert entry.current is not None
+            return entry.current  # another thread is checking; answer with what we have
+        try:
+            if entry.current is not None and \
+                    time.monotonic() - entry.checked_at < self.poll_interval:
+                return entry.current
+            version, family = self.store.pipeline_execute([
+                ("get", (ModelKeys(name).active,)),
+                ("hget", (MODELS_KEY, name)),
+            ], what="version check")
+            if version is None:
+                self._forget(name)
+                raise NotFound(f"no model named {name!r} is loaded")
+            family_name = family.decode() if family is not None else ""
+            if family_name != self.handler.family:
+                self._forget(name)
+                raise NotFound(f"model {name!r} is a {family_name or 'unknown'} model; this "
+                               f"service serves {self.handler.family} models")
+            version_id = version.decode()
+            current = entry.current
+            if current is None or current.version != version_id:
+                t0 = time.perf_counter()
+                loaded = load_version(self.store, name, version_id, self.handler)
+                old = current.version if current is not None else None
+                metrics.version_changed(name, old, version_id)
+                log.info("%s: serving version %s%s (%d users, %d items, read in %.2fs)",
+                         name, version_id, f" (was {old})" if old else "", loaded.n_users,
+                         loaded.n_items, time.perf_counter() - t0)
+                entry.current = loaded
+            entry.checked_at = time.monotonic()
+            with self._lock:
+                self._entries[name] = entry
+            assert entry.current is not None
+            return entry.current
+        finally:
+            entry.lock.release()
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+    def loaded(self) -> dict[str, str]:
+        """Model name -> version this worker currently serves."""
+        return {n: e.current.version for n, e in list(self._entries.items())
+                if e.current is not None}

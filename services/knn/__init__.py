@@ -1,0 +1,1 @@
+"""The knn service (UserCF, ItemCF): ``services.knn.knn_deploy:app``."""
