@@ -29,16 +29,18 @@ class ModelSuite:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def fitted(self, request, suite_data):
-        inst = request.cls()
+    @classmethod
+    def fitted(cls, suite_data):
+        inst = cls()
         train, test_df, info = suite_data[inst.dataset]
         model = inst.make_model(info)
         model.fit(train, verbose=0, **inst.fit_kwargs)
         return model, train, test_df, info
 
     @pytest.fixture(scope="class")
-    def popular_scores(self, request, suite_data):
-        inst = request.cls()
+    @classmethod
+    def popular_scores(cls, suite_data):
+        inst = cls()
         train, test_df, info = suite_data[inst.dataset]
         pop = Popular(task=inst.task, data_info=info).fit(train, verbose=0)
         metric = "ndcg" if inst.task == "ranking" else "rmse"
