@@ -34,8 +34,9 @@ from libreco import logger
 from libreco.algorithms.base import Recommender, own_params
 
 SIM_TYPES = ("cosine", "pearson", "jaccard")
+WEIGHTINGS = ("label", "binary", "inverse_frequency")
 BLOCK_ENTRIES = 1 << 21  # auto block size: room for 2M similarities (16 MB) per block
-CHUNK = 64  # entries per segment when bounding each row's k-th largest value
+SEGMENTS_PER_K = 4  # segments per wanted neighbour when bounding a row's k-th largest value
 PEARSON_FLOOR = 1e-6  # pearson similarities at or below it count as zero
 
 try:  # scipy's one-pass sparse product kernel (see block_product)
@@ -167,29 +168,35 @@ def top_k_rows(sims: sparse.csr_matrix, k: int, offset: int = 0,
     threshold = np.full(b, np.nextafter(np.float32(max(floor, 0.0)), np.float32(1)),
                         dtype=np.float32)
 
-    # A lower bound on each row's k-th largest entry: cut the row's entries into segments of
-    # CHUNK and take the (k + 1)-th largest segment maximum; k + 1 segments reach it, so at
-    # least k entries other than the row's own do. Only entries at or above the bound can be
-    # among the top k, which leaves a few candidates per row to sort.
-    n_segments = (per_row + CHUNK - 1) // CHUNK
+    # A lower bound on each row's k-th largest entry: cut the row's entries into up to
+    # SEGMENTS_PER_K * (k + 1) segments and take the (k + 1)-th largest segment maximum;
+    # k + 1 segments reach it, so at least k entries other than the row's own do. Only entries
+    # at or above the bound can be among the top k, which leaves a few dozen candidates per
+    # row to sort.
+    width = SEGMENTS_PER_K * (k + 1)
+    n_segments = np.minimum(per_row, width)
     if n_segments.max() > k + 1:
         seg_row = np.repeat(np.arange(b), n_segments)
         seg_first = np.cumsum(n_segments) - n_segments
         seg_pos = np.arange(len(seg_row)) - seg_first[seg_row]
-        seg_max = np.maximum.reduceat(vals, indptr[:-1][seg_row] + CHUNK * seg_pos)
-        table = np.full((b, int(n_segments.max())), -np.inf, dtype=np.float32)
-        table[seg_row, seg_pos] = seg_max
-        bound = np.partition(table, table.shape[1] - k - 1, axis=1)[:, -k - 1]
+        seg_start = indptr[seg_row] + seg_pos * per_row[seg_row] // n_segments[seg_row]
+        table = np.full((b, width), -np.inf, dtype=np.float32)
+        table[seg_row, seg_pos] = np.maximum.reduceat(vals, seg_start)
+        bound = np.partition(table, width - k - 1, axis=1)[:, width - k - 1]
         np.maximum(threshold, bound, out=threshold)
     chosen = np.flatnonzero(vals >= np.repeat(threshold, per_row))
     rows = (np.searchsorted(indptr, chosen, side="right") - 1).astype(np.int64)
     cols = sims.indices[chosen].astype(np.int64)
-    cand = vals[chosen]
+    cand = vals[chosen].astype(np.float32, copy=False)
     not_self = cols != rows + offset
     rows, cols, cand = rows[not_self], cols[not_self], cand[not_self]
 
-    # best first within each row, equal values by column
-    order = np.lexsort((cols, -cand, rows))
+    # best first within each row, equal values by column: sort by (row, column), then stably
+    # by (row, value descending); the bits of a positive float32 order like its value
+    order = np.argsort((rows << 32) | cols)
+    rows, cols, cand = rows[order], cols[order], cand[order]
+    desc = 0x7FFFFFFF - cand.view(np.int32).astype(np.int64)
+    order = np.argsort((rows << 32) | desc, kind="stable")
     rows, cols, cand = rows[order], cols[order], cand[order]
     first = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=b))[:-1]])
     rank = np.arange(len(rows)) - first[rows]
@@ -291,20 +298,25 @@ def row_dots(a: sparse.csr_matrix, b: sparse.csr_matrix) -> np.ndarray:
 class KNNRecommender(Recommender):
     """Shared body of :class:`~libreco.algorithms.UserCF` and :class:`ItemCF`.
 
-    Subclasses set ``based_on`` (``"user"`` or ``"item"``); the neighbours are those of users
-    or of items accordingly.
+    Subclasses set ``based_on`` (``"user"`` or ``"item"``; the neighbours are those of users or
+    of items accordingly) and ``default_weighting``.
     """
 
     family = "knn"
     based_on: ClassVar[str] = ""
+    default_weighting: ClassVar[str] = "label"
 
     def __init__(self, task: str, data_info, k_sim: int = 20, sim_type: str = "cosine",
-                 min_common: int = 1, block_size: int | None = None, num_threads: int = 0):
+                 min_common: int = 1, weighting: str | None = None,
+                 block_size: int | None = None, num_threads: int = 0):
+        weighting = self.default_weighting if weighting is None else weighting
         super().__init__(task, data_info, **own_params(KNNRecommender, locals()))
         if not isinstance(k_sim, (int, np.integer)) or isinstance(k_sim, bool) or k_sim < 1:
             raise ValueError(f"k_sim must be a positive integer, got {k_sim!r}")
         if sim_type not in SIM_TYPES:
             raise ValueError(f"sim_type must be one of {list(SIM_TYPES)}, got {sim_type!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
         if not isinstance(min_common, (int, np.integer)) or min_common < 1:
             raise ValueError(f"min_common must be a positive integer, got {min_common!r}")
         if block_size is not None and (not isinstance(block_size, (int, np.integer))
@@ -313,6 +325,7 @@ class KNNRecommender(Recommender):
         self.k_sim = int(k_sim)
         self.sim_type = sim_type
         self.min_common = int(min_common)
+        self.weighting = weighting
         self.block_size = block_size
         self.num_threads = int(num_threads)
         self.sim_indices: np.ndarray | None = None
@@ -326,16 +339,32 @@ class KNNRecommender(Recommender):
         return di.n_users if self.based_on == "user" else di.n_items
 
     # training ------------------------------------------------------------------------------
+    def similarity_input(self) -> sparse.csr_matrix:
+        """The matrix whose rows are compared: one row per user (UserCF) or item (ItemCF).
+
+        Entries are the training labels, weighted by ``weighting``: unchanged (``"label"``),
+        1 (``"binary"``), or divided by the square root of the number of interactions of their
+        column (``"inverse_frequency"``: a user who consumed many items, or an item many users
+        consumed, is weaker evidence that two rows are alike).
+        """
+        labels = self.data_info.user_consumed
+        rows = labels if self.based_on == "user" else labels.T.tocsr()
+        rows = sparse.csr_matrix(rows, dtype=np.float32, copy=True)
+        if self.weighting == "binary":
+            rows.data[:] = 1.0
+        elif self.weighting == "inverse_frequency":
+            per_column = np.bincount(rows.indices, minlength=rows.shape[1])
+            rows.data /= np.sqrt(np.maximum(per_column, 1))[rows.indices].astype(np.float32)
+        return rows
+
     def _fit(self, train_data, neg_sampling, verbose, eval_data, **options) -> None:
-        interactions = self.data_info.user_consumed
-        rows = interactions if self.based_on == "user" else interactions.T.tocsr()
+        rows = self.similarity_input()
         t0 = time.perf_counter()
         self.sim_indices, self.sim_values = top_k_similarities(
             rows, self.k_sim, self.sim_type, self.min_common, self.block_size, self.num_threads)
         self._cache = {}
         if verbose:
-            filled = float((self.sim_indices >= 0).sum(axis=1).mean()) if len(rows.indptr) > 1 \
-                else 0.0
+            filled = float((self.sim_indices >= 0).sum(axis=1).mean()) if rows.shape[0] else 0.0
             logger.info("%s: %s similarities of %d %ss in %.2fs (%.1f neighbours on average)",
                         self.algorithm, self.sim_type, self.n_entities, self.based_on,
                         time.perf_counter() - t0, filled)
@@ -374,31 +403,38 @@ class KNNRecommender(Recommender):
 
     # scoring helpers ------------------------------------------------------------------------
     def _matrices(self) -> dict[str, Any]:
-        """Sparse operands of the scoring products, built once after fit or load."""
-        if not self._cache:
-            self._require_arrays()
-            di = self.data_info
-            labels = di.user_consumed.astype(np.float32)
+        """Sparse operands of the scoring products, built once after fit or load.
+
+        Every score is ``left[u] . right[:, j]``; ``right_t`` is ``right`` transposed, for
+        single pairs. For ``task="rating"`` the labels in the product are centred (by the
+        item's mean for ItemCF, the user's for UserCF) and ``weight`` / ``weight_t`` give the
+        sum of the similarities that took part.
+        """
+        if self._cache:
+            return self._cache
+        self._require_arrays()
+        di = self.data_info
+        labels = sparse.csr_matrix(di.user_consumed, dtype=np.float32, copy=True)
+        sim = neighbour_matrix(self.sim_indices, self.sim_values, self.n_entities)
+        m: dict[str, Any] = {}
+        if self.task == "rating":
+            user_mean, item_mean = _means(labels, di.global_mean)
             rated = labels.copy()
-            rated.data = np.ones_like(rated.data)
-            sim = neighbour_matrix(self.sim_indices, self.sim_values, self.n_entities)
-            counts = np.diff(labels.indptr)
-            sums = np.bincount(np.repeat(np.arange(di.n_users), counts), weights=labels.data,
-                               minlength=di.n_users)
-            user_mean = np.where(counts > 0, sums / np.maximum(counts, 1), di.global_mean)
-            # score(u, j) = left[u] . right[:, j]
+            rated.data[:] = 1.0
             if self.based_on == "item":
-                left, left_rated, right = labels, rated, sim
+                labels.data -= item_mean[labels.indices]
+                m["base_items"] = item_mean
+                weight_left, weight_right = rated, sim
             else:
-                left, left_rated, right = sim, sim, labels
-            self._cache = {
-                "left": left, "right": right, "right_t": right.T.tocsr(),
-                "left_rated": left_rated,
-                "right_rated": sim if self.based_on == "item" else rated,
-                "right_rated_t": (sim if self.based_on == "item" else rated).T.tocsr(),
-                "user_mean": user_mean.astype(np.float32),
-            }
-        return self._cache
+                labels.data -= np.repeat(user_mean, np.diff(labels.indptr))
+                m["base_users"] = user_mean
+                weight_left, weight_right = sim, rated
+            m["weight_left"], m["weight_right"] = weight_left, weight_right
+            m["weight_right_t"] = weight_right.T.tocsr()
+        left, right = (labels, sim) if self.based_on == "item" else (sim, labels)
+        m.update(left=left, right=right, right_t=right.T.tocsr())
+        self._cache = m
+        return m
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         m = self._matrices()
@@ -406,8 +442,10 @@ class KNNRecommender(Recommender):
         total = (m["left"][users] @ m["right"]).toarray()
         if self.task == "ranking":
             return total.astype(np.float32, copy=False)
-        weight = (m["left_rated"][users] @ m["right_rated"]).toarray()
-        return self._rating(total, weight, m["user_mean"][users][:, None])
+        weight = (m["weight_left"][users] @ m["weight_right"]).toarray()
+        base = (m["base_items"][None, :] if self.based_on == "item"
+                else m["base_users"][users][:, None])
+        return _centred_mean(total, weight, base)
 
     def _predict_inner(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         m = self._matrices()
@@ -416,11 +454,26 @@ class KNNRecommender(Recommender):
         total = row_dots(m["left"][users], m["right_t"][items])
         if self.task == "ranking":
             return total.astype(np.float32)
-        weight = row_dots(m["left_rated"][users], m["right_rated_t"][items])
-        return self._rating(total, weight, m["user_mean"][users])
+        weight = row_dots(m["weight_left"][users], m["weight_right_t"][items])
+        base = m["base_items"][items] if self.based_on == "item" else m["base_users"][users]
+        return _centred_mean(total, weight, base)
 
-    @staticmethod
-    def _rating(total: np.ndarray, weight: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-        out = np.divide(total, weight, out=np.zeros_like(total, dtype=np.float64),
-                        where=weight > 0)
-        return np.where(weight > 0, out, fallback).astype(np.float32)
+
+def _means(labels: sparse.csr_matrix, global_mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean label of every user and every item; the global mean where there is none."""
+    n_users, n_items = labels.shape
+    per_user = np.diff(labels.indptr)
+    user_sum = np.bincount(np.repeat(np.arange(n_users), per_user), weights=labels.data,
+                           minlength=n_users)
+    per_item = np.bincount(labels.indices, minlength=n_items)
+    item_sum = np.bincount(labels.indices, weights=labels.data, minlength=n_items)
+    user_mean = np.where(per_user > 0, user_sum / np.maximum(per_user, 1), global_mean)
+    item_mean = np.where(per_item > 0, item_sum / np.maximum(per_item, 1), global_mean)
+    return user_mean.astype(np.float32), item_mean.astype(np.float32)
+
+
+def _centred_mean(total: np.ndarray, weight: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``base + total / weight`` where some similarity took part, ``base`` elsewhere."""
+    offset = np.divide(total, weight, out=np.zeros(np.shape(total), dtype=np.float64),
+                       where=weight > 0)
+    return (base + offset).astype(np.float32)

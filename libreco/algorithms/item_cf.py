@@ -17,10 +17,14 @@ class ItemCF(KNNRecommender):
 
     * ``task="ranking"``: ``score(u, j) = sum_{i in I(u), j in N(i)} sim(i, j) * r_ui``, the
       sum over the user's items of similarity times label. The serving side computes the
-      same sum from the saved neighbours and consumed items.
+      same sum from the saved neighbours and consumed items (see
+      :func:`libreco.utils.save_knn`).
     * ``task="rating"``: the similarity-weighted mean of the user's labels on those items,
-      ``score(u, j) / sum_{i in I(u), j in N(i)} sim(i, j)``; the user's mean label when no
-      consumed item has ``j`` as a neighbour. ``recommend_user`` then ranks by this
+      each taken relative to its item's mean label ``m_i``, added to the mean of ``j``:
+      ``m_j + sum sim(i, j) * (r_ui - m_i) / sum sim(i, j)`` over the same ``i``; just
+      ``m_j`` when no consumed item has ``j`` as a neighbour. Centring on the item means keeps
+      the item's own level, which the plain weighted mean of the user's labels loses (it does
+      worse than the item means alone on larger data). ``recommend_user`` then ranks by this
       prediction.
 
     Parameters
@@ -30,12 +34,16 @@ class ItemCF(KNNRecommender):
     k_sim : int
         Neighbours kept per item.
     sim_type : {"cosine", "pearson", "jaccard"}
-        Cosine and pearson use the labels as weights (pearson centres each item's labels by
-        their mean, so it needs graded labels: with all-equal labels every similarity is 0);
-        jaccard uses the binarised matrix. On the generated data and on 1-5 ratings, label
-        weights rank as well as or better than binarised interactions.
+        Cosine and pearson are computed on the labels weighted by ``weighting`` (pearson
+        centres each item's entries by their mean, so it needs graded labels: with all-equal
+        labels every similarity is 0); jaccard on the binarised matrix.
     min_common : int
         Item pairs consumed together by fewer users get no similarity.
+    weighting : {"inverse_frequency", "label", "binary"}
+        How an interaction counts in the similarity (see ``similarity_input``). The default
+        divides each label by the square root of the user's number of interactions; on the
+        generated data it ranks about 10% better (NDCG@10) than the raw labels, which in turn
+        beat binarised interactions.
     block_size : int, optional
         Items per block of the similarity computation; by default about ``2M / n_items``.
         It changes speed and peak memory, never the result.
@@ -45,3 +53,4 @@ class ItemCF(KNNRecommender):
 
     algorithm = "item_cf"
     based_on = "item"
+    default_weighting = "inverse_frequency"

@@ -123,9 +123,10 @@ def test_blocked_matches_dense_reference(sim_type, k):
 
 
 @pytest.mark.parametrize("sim_type", _knn.SIM_TYPES)
-def test_bound_on_the_kth_value_is_safe(sim_type, monkeypatch):
-    # tiny segments make the lower bound on each row's k-th value do the pruning
-    monkeypatch.setattr(_knn, "CHUNK", 3)
+@pytest.mark.parametrize("segments", [1, 2, 50])
+def test_bound_on_the_kth_value_is_safe(sim_type, segments, monkeypatch):
+    # coarse or fine segments: the lower bound on each row's k-th value prunes more or less
+    monkeypatch.setattr(_knn, "SEGMENTS_PER_K", segments)
     matrix = random_matrix(150, 40, 0.2, seed=3, integer=sim_type == "jaccard")
     indices, values = _knn.top_k_similarities(matrix, 6, sim_type, block_size=16)
     assert_valid_top_k(indices, values, reference_similarities(matrix, sim_type), 6)
@@ -220,11 +221,34 @@ def test_model_neighbours_match_reference(small, cls, sim_type):
     train, info = small
     model = cls(task="ranking", data_info=info, k_sim=7, sim_type=sim_type, block_size=11)
     model.fit(train, verbose=0)
-    labels = info.user_consumed
-    rows = labels if cls is UserCF else labels.T.tocsr()
     assert model.sim_indices.shape == (model.n_entities, 7)
     assert_valid_top_k(model.sim_indices, model.sim_values,
-                       reference_similarities(rows, sim_type), 7)
+                       reference_similarities(model.similarity_input(), sim_type), 7)
+
+
+@pytest.mark.parametrize("cls", [ItemCF, UserCF])
+@pytest.mark.parametrize("weighting", ["label", "binary", "inverse_frequency"])
+def test_similarity_input_weighting(small, cls, weighting):
+    _, info = small
+    model = cls(task="ranking", data_info=info, weighting=weighting)
+    got = model.similarity_input().toarray()
+    labels = info.user_consumed.toarray().astype(np.float64)
+    rows = labels if cls is UserCF else labels.T
+    if weighting == "binary":
+        expected = (rows != 0).astype(np.float64)
+    elif weighting == "inverse_frequency":
+        per_column = (rows != 0).sum(axis=0)
+        expected = rows / np.sqrt(np.maximum(per_column, 1))[None, :]
+    else:
+        expected = rows
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_default_weighting(small):
+    _, info = small
+    assert ItemCF(task="ranking", data_info=info).weighting == "inverse_frequency"
+    assert UserCF(task="ranking", data_info=info).weighting == "label"
+    assert ItemCF(task="ranking", data_info=info).params["weighting"] == "inverse_frequency"
 
 
 @pytest.mark.parametrize("cls", [ItemCF, UserCF])
@@ -248,43 +272,51 @@ def test_ranking_scores_are_sums_of_similarity_times_label(small, cls):
 
 
 @pytest.mark.parametrize("cls", [ItemCF, UserCF])
-def test_rating_is_weighted_mean_of_neighbour_labels(small, cls):
+def test_rating_is_centred_weighted_mean_of_neighbour_labels(small, cls):
     train, info = small
     model = cls(task="rating", data_info=info, k_sim=10).fit(train, verbose=0)
     labels = info.user_consumed.toarray().astype(np.float64)
-    rated = (labels != 0).astype(np.float64)
+    rated = labels != 0
     user_mean = labels.sum(axis=1) / rated.sum(axis=1)
+    item_mean = np.where(rated.any(axis=0), labels.sum(axis=0) / np.maximum(rated.sum(0), 1),
+                         info.global_mean)
     rng = np.random.default_rng(0)
     for u, j in zip(rng.integers(0, info.n_users, 40), rng.integers(0, info.n_items, 40)):
         if cls is ItemCF:
-            pairs = [(s, labels[u, i]) for i in np.nonzero(rated[u])[0]
+            # items u consumed that have j among their neighbours, relative to their means
+            pairs = [(s, labels[u, i] - item_mean[i]) for i in np.nonzero(rated[u])[0]
                      for b, s in zip(model.sim_indices[i], model.sim_values[i]) if b == j]
+            base = item_mean[j]
         else:
-            pairs = [(s, labels[v, j]) for v, s in zip(model.sim_indices[u],
-                                                         model.sim_values[u])
+            # neighbours of u that consumed j, relative to their means
+            pairs = [(s, labels[v, j] - user_mean[v])
+                     for v, s in zip(model.sim_indices[u], model.sim_values[u])
                      if v >= 0 and rated[v, j]]
+            base = user_mean[u]
         weight = sum(s for s, _ in pairs)
-        expected = sum(s * r for s, r in pairs) / weight if weight > 0 else user_mean[u]
+        expected = base + (sum(s * d for s, d in pairs) / weight if weight > 0 else 0.0)
         got = model.predict(info.id2user[u], info.id2item[j])
-        assert got == pytest.approx(expected, rel=1e-5), (u, j)
-        assert model._scores(np.array([u]))[0, j] == pytest.approx(expected, rel=1e-5)
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-5), (u, j)
+        assert model._scores(np.array([u]))[0, j] == pytest.approx(expected, rel=1e-5,
+                                                                   abs=1e-5)
 
 
 def test_load_restores_neighbours_and_parameters(small, tmp_path):
     train, info = small
-    model = UserCF(task="ranking", data_info=info, k_sim=5, sim_type="jaccard",
-                   min_common=2, block_size=17).fit(train, verbose=0)
+    model = UserCF(task="ranking", data_info=info, k_sim=5, sim_type="pearson",
+                   min_common=2, weighting="inverse_frequency", block_size=17)
+    model.fit(train, verbose=0)
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
     assert isinstance(loaded, UserCF)
-    assert (loaded.k_sim, loaded.sim_type, loaded.min_common, loaded.block_size) == (
-        5, "jaccard", 2, 17)
+    assert (loaded.k_sim, loaded.sim_type, loaded.min_common, loaded.weighting,
+            loaded.block_size) == (5, "pearson", 2, "inverse_frequency", 17)
     np.testing.assert_array_equal(loaded.sim_indices, model.sim_indices)
     np.testing.assert_array_equal(loaded.sim_values, model.sim_values)
 
 
 @pytest.mark.parametrize("bad", [{"k_sim": 0}, {"k_sim": 2.5}, {"sim_type": "dot"},
-                                 {"min_common": 0}, {"block_size": -1}])
+                                 {"min_common": 0}, {"block_size": -1}, {"weighting": "tf"}])
 def test_bad_model_parameters(small, bad):
     _, info = small
     with pytest.raises(ValueError):
