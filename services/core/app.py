@@ -193,7 +193,7 @@ def _register_recommend(app: Flask, state: ServiceState) -> None:
                 items, scores = version.popular(req.n_rec)
             else:
                 found = handler.candidates(version, user, params, req.n_rec)
-                items, scores = rank(found, version, req.n_rec)
+                items, scores = rank(found, req.n_rec)
             ids = version.item_ids
             answer = [[ids[i], s] for i, s in zip(items.tolist(), scores.tolist())]
             body = json.dumps({req.answer_key: answer})

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from services.core.config import Config
-from services.core.versions import ModelVersion, Store
+from services.core.versions import ModelVersion, Store, member_mask
 
 HANDLERS: dict[str, str] = {
     "knn": "services.knn.handler:KnnHandler",
@@ -30,6 +30,22 @@ HANDLERS: dict[str, str] = {
 """Family -> ``module:class`` of its handler, imported when a service of the family starts."""
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """The scores of every item a handler did not list, as a list best first.
+
+    Attributes
+    ----------
+    items : np.ndarray of int, shape (n,)
+        Inner items in the order they rank (e.g. by popularity).
+    scores : np.ndarray of float, shape (n,), or float
+        Their scores, in the same (non-increasing) order, or one score shared by all.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray | float
+
+
 @dataclass
 class Candidates:
     """Scored candidate items of one user.
@@ -37,22 +53,20 @@ class Candidates:
     Attributes
     ----------
     items : np.ndarray of int, shape (n,)
-        Inner item indices; ``-1`` entries are ignored, duplicates keep their best score.
+        Inner item indices, each at most once; ``-1`` entries are ignored.
     scores : np.ndarray of float, shape (n,)
     exclude : np.ndarray of int
         Items never to return (the user's consumed items).
-    implicit_score : float or None
-        The score of every item not in ``items`` (0 for neighbourhood sums, the user's mean
-        label for rating predictions): such items rank between the listed items scored above
-        it and those scored at or below it, most popular first. ``None`` when unlisted items
-        rank below every listed one (``items`` then holds at least the top ``n_rec +
-        len(exclude)`` items of the catalogue, or all of it).
+    fallback : Fallback or None
+        How the items not in ``items`` score (neighbourhood sums: 0 for all, most popular
+        first). ``None`` when they rank below every listed item, i.e. ``items`` holds at least
+        the best ``n_rec + len(exclude)`` items of the catalogue.
     """
 
     items: np.ndarray
     scores: np.ndarray
     exclude: np.ndarray
-    implicit_score: float | None = None
+    fallback: Fallback | None = None
 
 
 class FamilyHandler(ABC):
@@ -112,11 +126,23 @@ def load_handler(family: str) -> type[FamilyHandler]:
     return cls
 
 
-def rank(c: Candidates, version: ModelVersion, n_rec: int) -> tuple[np.ndarray, np.ndarray]:
+def top_order(items: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the best ``n`` entries, best first, equal scores by smaller item."""
+    if len(scores) > n:
+        # only entries at or above the n-th largest score can be among the best n
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        pos = np.flatnonzero(scores >= kth)
+    else:
+        pos = np.arange(len(scores))
+    return pos[np.lexsort((items[pos], -scores[pos]))][:n]
+
+
+def rank(c: Candidates, n_rec: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``n_rec`` items of a candidate set, best first, never an excluded item.
 
-    Equal scores are ordered by inner index. With an ``implicit_score``, popular unlisted
-    items fill the places between the candidates scored above it and the rest.
+    Listed items with equal scores are ordered by inner index; fallback items keep their
+    list's order and come after listed items of the same score. Only a prefix of the
+    fallback list is looked at (``n_rec`` plus the number of listed and excluded items).
 
     Returns
     -------
@@ -126,26 +152,28 @@ def rank(c: Candidates, version: ModelVersion, n_rec: int) -> tuple[np.ndarray, 
     items = np.asarray(c.items, dtype=np.int64)
     scores = np.asarray(c.scores, dtype=np.float64)
     exclude = np.asarray(c.exclude, dtype=np.int64)
-    keep = (items >= 0) & np.isfinite(scores)
-    if len(exclude):
-        keep &= ~np.isin(items, exclude)
-    items, scores = items[keep], scores[keep]
-    order = np.lexsort((items, -scores))
-    items, scores = items[order], scores[order]
-    if len(items) > 1:
-        # duplicates keep their first (best) place
-        _, first = np.unique(items, return_index=True)
-        if len(first) < len(items):
-            first.sort()
-            items, scores = items[first], scores[first]
-    if c.implicit_score is None:
-        return items[:n_rec], scores[:n_rec]
-    n_above = int(np.count_nonzero(scores > c.implicit_score))
-    if n_above >= n_rec:
-        return items[:n_rec], scores[:n_rec]
-    fill = version.backfill(n_rec - n_above, np.concatenate([exclude, items]))
-    n_tail = n_rec - n_above - len(fill)
-    out_items = np.concatenate([items[:n_above], fill, items[n_above:n_above + n_tail]])
-    out_scores = np.concatenate([scores[:n_above], np.full(len(fill), c.implicit_score),
-                                 scores[n_above:n_above + n_tail]])
-    return out_items, out_scores
+    drop = member_mask(items, exclude)
+    drop |= items < 0
+    drop |= ~np.isfinite(scores)
+    if drop.any():
+        keep = ~drop
+        items, scores = items[keep], scores[keep]
+    order = top_order(items, scores, n_rec)
+    if c.fallback is None:
+        return items[order], scores[order]
+    # the unlisted items that can still make the top n_rec, in their list's order
+    fb = c.fallback
+    listed_and_excluded = np.concatenate([exclude, items])
+    span = n_rec + len(listed_and_excluded)
+    head = np.asarray(fb.items[:span], dtype=np.int64)
+    if isinstance(fb.scores, np.ndarray):
+        head_scores = np.asarray(fb.scores[:span], dtype=np.float64)
+    else:
+        head_scores = np.full(len(head), float(fb.scores))
+    fresh = ~member_mask(head, listed_and_excluded)
+    head, head_scores = head[fresh][:n_rec], head_scores[fresh][:n_rec]
+    merged_items = np.concatenate([items[order], head])
+    merged_scores = np.concatenate([scores[order], head_scores])
+    # stable on position: listed before fallback at equal scores, each in its own order
+    best = np.lexsort((np.arange(len(merged_scores)), -merged_scores))[:n_rec]
+    return merged_items[best], merged_scores[best]

@@ -92,6 +92,10 @@ def version_changed(model: str, old: str | None, new: str) -> None:
     ACTIVE_VERSION.labels(model, new).set(1)
 
 
+def version_gone(model: str, version: str) -> None:
+    ACTIVE_VERSION.labels(model, version).set(0)
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 

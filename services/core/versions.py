@@ -95,6 +95,20 @@ class Store:
             self.fail("ping", e)
 
 
+def member_mask(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Boolean mask of the entries of ``values`` that occur in ``pool``.
+
+    A sort of ``pool`` and a binary search per value: the cost depends on the two arrays'
+    lengths only, never on the catalogue's size.
+    """
+    if len(pool) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pool = np.sort(pool)
+    pos = np.searchsorted(pool, values)
+    pos[pos == len(pool)] = 0
+    return pool[pos] == values
+
+
 @dataclass
 class ModelVersion:
     """The immutable, per-version data a worker holds in memory.
@@ -153,16 +167,6 @@ class ModelVersion:
     def popular(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most popular items and their scores (the cold-start answer)."""
         return self.popular_items[:n], self.popular_scores[:n]
-
-    def backfill(self, n: int, exclude: np.ndarray) -> np.ndarray:
-        """The ``n`` most popular items not in ``exclude`` (fewer if the catalogue runs out).
-
-        Looks at no more than ``n + len(exclude)`` items, whatever the catalogue's size.
-        """
-        head = self.popular_items[:n + len(exclude)]
-        if len(exclude):
-            head = head[~np.isin(head, exclude)]
-        return head[:n]
 
 
 def load_version(store: Store, name: str, version: str, handler: FamilyHandler) -> ModelVersion:
@@ -235,7 +239,8 @@ class ActiveModels:
 
     def _refresh(self, name: str, entry: _Entry | None) -> ModelVersion:
         if entry is None:
-            entry = _Entry()
+            with self._lock:
+                entry = self._entries.setdefault(name, _Entry())
         if not entry.lock.acquire(blocking=entry.current is None):
             assert entry.current is not None
             return entry.current  # another thread is checking; answer with what we have
@@ -243,40 +248,48 @@ class ActiveModels:
             if entry.current is not None and \
                     time.monotonic() - entry.checked_at < self.poll_interval:
                 return entry.current
-            version, family = self.store.pipeline_execute([
-                ("get", (ModelKeys(name).active,)),
-                ("hget", (MODELS_KEY, name)),
-            ], what="version check")
-            if version is None:
-                self._forget(name)
-                raise NotFound(f"no model named {name!r} is loaded")
-            family_name = family.decode() if family is not None else ""
-            if family_name != self.handler.family:
-                self._forget(name)
-                raise NotFound(f"model {name!r} is a {family_name or 'unknown'} model; this "
-                               f"service serves {self.handler.family} models")
-            version_id = version.decode()
-            current = entry.current
-            if current is None or current.version != version_id:
-                t0 = time.perf_counter()
-                loaded = load_version(self.store, name, version_id, self.handler)
-                old = current.version if current is not None else None
-                metrics.version_changed(name, old, version_id)
-                log.info("%s: serving version %s%s (%d users, %d items, read in %.2fs)",
-                         name, version_id, f" (was {old})" if old else "", loaded.n_users,
-                         loaded.n_items, time.perf_counter() - t0)
-                entry.current = loaded
+            entry.current = self._check(name, entry.current)
             entry.checked_at = time.monotonic()
-            with self._lock:
-                self._entries[name] = entry
-            assert entry.current is not None
             return entry.current
+        except NotFound:
+            self._forget(name)
+            raise
+        except Exception:
+            if entry.current is None:  # keep no entries for names that never resolved
+                self._forget(name)
+            raise
         finally:
             entry.lock.release()
 
+    def _check(self, name: str, current: ModelVersion | None) -> ModelVersion:
+        """Read the pointer; load the version it names when it is not ``current``."""
+        version, family = self.store.pipeline_execute([
+            ("get", (ModelKeys(name).active,)),
+            ("hget", (MODELS_KEY, name)),
+        ], what="version check")
+        if version is None:
+            raise NotFound(f"no model named {name!r} is loaded")
+        family_name = family.decode() if family is not None else ""
+        if family_name != self.handler.family:
+            raise NotFound(f"model {name!r} is a {family_name or 'unknown'} model; this "
+                           f"service serves {self.handler.family} models")
+        version_id = version.decode()
+        if current is not None and current.version == version_id:
+            return current
+        t0 = time.perf_counter()
+        loaded = load_version(self.store, name, version_id, self.handler)
+        old = current.version if current is not None else None
+        metrics.version_changed(name, old, version_id)
+        log.info("%s: serving version %s%s (%d users, %d items, read in %.2fs)", name,
+                 version_id, f" (was {old})" if old else "", loaded.n_users, loaded.n_items,
+                 time.perf_counter() - t0)
+        return loaded
+
     def _forget(self, name: str) -> None:
         with self._lock:
-            self._entries.pop(name, None)
+            entry = self._entries.pop(name, None)
+        if entry is not None and entry.current is not None:
+            metrics.version_gone(name, entry.current.version)
 
     def loaded(self) -> dict[str, str]:
         """Model name -> version this worker currently serves."""

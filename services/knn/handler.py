@@ -9,11 +9,14 @@ the items user ``u`` consumed and ``r`` the training labels:
 
 * item-based: ``total(u, j) = sum_{i in I(u), j in N_k(i)} sim(i, j) * r_ui``;
 * user-based: ``total(u, j) = sum_{v in N_k(u)} sim(u, v) * r_vj``;
-* ``task="ranking"`` ranks by ``total``; ``task="rating"`` by ``total / weight``, where
-  ``weight`` sums the same similarities without the labels, and items no neighbour reaches
-  score the user's mean label.
+* ``task="ranking"`` ranks by ``total``, and items no neighbour reaches score 0 (the most
+  popular of them fill an answer that runs short);
+* ``task="rating"`` ranks by a centred weighted mean: item-based
+  ``m_j + sum sim(i, j) (r_ui - m_i) / sum sim(i, j)`` with item means ``m``, user-based
+  ``m_u + sum sim(u, v) (r_vj - m_v) / sum sim(u, v)`` with user means; items no neighbour
+  reaches score ``m_j`` (item-based) or ``m_u`` (user-based).
 
-These are the sums :class:`libreco.algorithms.ItemCF` and ``UserCF`` rank by in
+These are the scores :class:`libreco.algorithms.ItemCF` and ``UserCF`` rank by in
 ``recommend_user`` when ``k_neighbors`` equals the model's ``k_sim``.
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from services.core.config import Config
 from services.core.errors import StoreUnavailable
-from services.core.family import Candidates, FamilyHandler
+from services.core.family import Candidates, Fallback, FamilyHandler
 from services.core.request import int_field
 from services.core.store import RECORD
 from services.core.versions import ModelVersion, Store
@@ -84,13 +87,45 @@ _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
+def group(items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort ``items`` and find the runs of equal ones.
+
+    Returns the distinct items (ascending), the start of each run in the sorted order, and
+    the sorting permutation: ``np.add.reduceat(x[order], starts)`` sums ``x`` per item.
+    """
+    order = np.argsort(items, kind="stable")
+    ordered = items[order]
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return ordered[starts].astype(np.int64), starts, order
+
+
 @dataclass(frozen=True)
 class KnnVersion:
-    """The knn facts of a version, from its meta hash."""
+    """The knn facts and tables of a version, read once per worker.
+
+    Attributes
+    ----------
+    k : int
+        Neighbours saved per row.
+    based_on : {"item", "user"}
+    task : {"ranking", "rating"}
+    item_means : np.ndarray of float64, shape (n_items,)
+        Mean training label per item (rating ItemCF centres on it).
+    popular : Fallback
+        Unlisted items at score 0, most popular first (ranking).
+    by_mean : Fallback
+        Unlisted items at their mean label, highest first (rating ItemCF).
+    """
 
     k: int
-    based_on: str  # "item" or "user"
-    task: str  # "ranking" or "rating"
+    based_on: str
+    task: str
+    item_means: np.ndarray
+    popular: Fallback
+    by_mean: Fallback
 
 
 class KnnHandler(FamilyHandler):
@@ -106,16 +141,23 @@ class KnnHandler(FamilyHandler):
 
     def load_version(self, version: ModelVersion) -> KnnVersion:
         meta = version.meta
+        bad = f"model {version.name!r} version {version.version} has invalid knn metadata"
         try:
-            info = KnnVersion(k=int(meta["k"]), based_on=meta["based_on"],
-                              task=meta.get("task", "ranking"))
+            k, based_on, task = int(meta["k"]), meta["based_on"], meta.get("task", "ranking")
         except (KeyError, ValueError) as e:
+            raise StoreUnavailable(f"{bad} ({e})") from None
+        if based_on not in ("item", "user") or task not in ("ranking", "rating") or k < 1:
+            raise StoreUnavailable(bad)
+        raw = self.store.pipeline_execute([("get", (version.keys.data("item_means"),))],
+                                          what="version read")[0]
+        if raw is None or len(raw) != 4 * version.n_items:
             raise StoreUnavailable(f"model {version.name!r} version {version.version} has no "
-                                   f"valid knn metadata ({e})") from None
-        if info.based_on not in ("item", "user") or info.k < 1:
-            raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
-                                   f"invalid knn metadata {info}")
-        return info
+                                   "valid item means")
+        means = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        by_mean = np.argsort(-means, kind="stable")
+        return KnnVersion(k=k, based_on=based_on, task=task, item_means=means,
+                          popular=Fallback(version.popular_items, 0.0),
+                          by_mean=Fallback(by_mean, means[by_mean]))
 
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)
@@ -124,28 +166,12 @@ class KnnHandler(FamilyHandler):
     def candidates(self, version: ModelVersion, user: int, params: Any,
                    n_rec: int) -> Candidates:
         info: KnnVersion = version.extra
-        k = int(params)
         if info.based_on == "item":
-            consumed, items, sims, labels = self._item_contributions(version, user, k)
-        else:
-            consumed, items, sims, labels = self._user_contributions(version, user, k)
-        exclude = consumed["index"].astype(np.int64)
-        implicit = float(consumed["value"].mean()) if info.task == "rating" and \
-            len(consumed) else 0.0
-        if len(items) == 0:
-            return Candidates(_EMPTY_I, _EMPTY_F, exclude, implicit)
-        candidates, inverse = np.unique(items, return_inverse=True)
-        total = np.bincount(inverse, weights=sims * labels, minlength=len(candidates))
-        if info.task == "rating":
-            weight = np.bincount(inverse, weights=sims, minlength=len(candidates))
-            scores = np.divide(total, weight, out=np.full_like(total, implicit),
-                               where=weight > 0)
-        else:
-            scores = total
-        return Candidates(candidates, scores, exclude, implicit)
+            return self._item_based_scores(version, info, user, int(params))
+        return self._user_based_scores(version, info, user, int(params))
 
-    def _item_contributions(self, version: ModelVersion, user: int,
-                            k: int) -> tuple[np.ndarray, ...]:
+    def _item_based_scores(self, version: ModelVersion, info: KnnVersion, user: int,
+                           k: int) -> Candidates:
         keys = version.keys
         own, rows = self.store.run(self._item_based,
                                    [keys.data("consumed"), keys.data("sim")],
@@ -155,24 +181,63 @@ class KnnHandler(FamilyHandler):
         if len(table) != len(consumed) * k:
             raise StoreUnavailable(f"model {version.name!r}: neighbour lists read back with "
                                    "an unexpected size")
-        items = table["index"]
-        valid = items >= 0
+        exclude = consumed["index"].astype(np.int64)
+        rating = info.task == "rating"
+        fallback = info.by_mean if rating else info.popular
+        neighbours = table["index"]
+        valid = neighbours >= 0
+        if not valid.any():
+            return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
+        labels = consumed["value"].astype(np.float64)
+        if rating:  # r_ui - m_i
+            labels = labels - info.item_means[exclude]
         sims = table["value"].astype(np.float64)[valid]
-        labels = np.repeat(consumed["value"].astype(np.float64), k)[valid]
-        return consumed, items[valid], sims, labels
+        items, starts, order = group(neighbours[valid])
+        total = np.add.reduceat((sims * np.repeat(labels, k)[valid])[order], starts)
+        if not rating:
+            return Candidates(items, total, exclude, fallback)
+        # m_j + sum sim(i, j) (r_ui - m_i) / sum sim(i, j)
+        weight = np.add.reduceat(sims[order], starts)
+        scores = info.item_means[items] + np.divide(total, weight, out=np.zeros_like(total),
+                                                    where=weight > 0)
+        return Candidates(items, scores, exclude, fallback)
 
-    def _user_contributions(self, version: ModelVersion, user: int,
-                            k: int) -> tuple[np.ndarray, ...]:
+    def _user_based_scores(self, version: ModelVersion, info: KnnVersion, user: int,
+                           k: int) -> Candidates:
         keys = version.keys
         found = self.store.run(self._user_based, [keys.data("sim"), keys.data("consumed")],
                                [user, k])
         consumed = np.frombuffer(found[0], dtype=RECORD)
         neighbours = np.frombuffer(found[1], dtype=RECORD)
-        lists = found[2:]
+        exclude = consumed["index"].astype(np.int64)
+        rating = info.task == "rating"
+        own_mean = _mean32(consumed["value"]) if rating else 0.0
+        fallback = Fallback(version.popular_items, own_mean) if rating else info.popular
+        lists = [b for b in found[2:] if b]
+        lengths = np.fromiter((len(b) // RECORD.itemsize for b in found[2:]), dtype=np.int64,
+                              count=len(found) - 2)
         if not lists:
-            return consumed, _EMPTY_I, _EMPTY_F, _EMPTY_F
-        lengths = np.fromiter((len(b) for b in lists), dtype=np.int64, count=len(lists))
+            return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
         records = np.frombuffer(b"".join(lists), dtype=RECORD)
-        sims = np.repeat(neighbours["value"][:len(lists)].astype(np.float64),
-                         lengths // RECORD.itemsize)
-        return consumed, records["index"], sims, records["value"].astype(np.float64)
+        present = lengths > 0
+        lengths = lengths[present]
+        sims = np.repeat(neighbours["value"][:len(present)][present].astype(np.float64),
+                         lengths)
+        labels = records["value"].astype(np.float64)
+        if rating:  # r_vj - m_v
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            means = (np.add.reduceat(labels, starts) / lengths).astype(np.float32)
+            labels = labels - np.repeat(means.astype(np.float64), lengths)
+        items, starts, order = group(records["index"])
+        total = np.add.reduceat((sims * labels)[order], starts)
+        if not rating:
+            return Candidates(items, total, exclude, fallback)
+        # m_u + sum sim(u, v) (r_vj - m_v) / sum sim(u, v)
+        weight = np.add.reduceat(sims[order], starts)
+        scores = own_mean + np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+        return Candidates(items, scores, exclude, fallback)
+
+
+def _mean32(values: np.ndarray) -> float:
+    """The mean as the library keeps it (float32)."""
+    return float(np.float32(values.astype(np.float64).mean())) if len(values) else 0.0

@@ -4,9 +4,10 @@ A knn version has three parts: ``ids`` (common), ``sim`` and ``consumed``.
 :func:`sim2redis` writes ``ids`` and ``sim``, :func:`user_consumed2redis` writes ``ids`` and
 ``consumed``; whichever runs second (in any order, any process) activates the version.
 
-``sim`` is a hash: inner item (ItemCF) or user (UserCF) -> its ``k`` neighbours as ``RECORD``
-bytes (neighbour, similarity), best first, padded with (-1, 0) to a fixed width of ``8 * k``
-bytes.
+The ``sim`` part holds the hash ``sim``: inner item (ItemCF) or user (UserCF) -> its ``k``
+neighbours as ``RECORD`` bytes (neighbour, similarity), best first, padded with (-1, 0) to a
+fixed width of ``8 * k`` bytes; and the string ``item_means``: every item's mean training label
+as little-endian float32 (rating models centre on it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import time
 
 import numpy as np
 
+from libreco.data.data_info import DataInfo
 from libreco.utils.artifacts import ArtifactError
-from services.core.store import RECORD, RedisClient
+from services.core.store import RECORD, RedisClient, VersionWriter
 from services.loaders.common import (
     ModelDirectory,
     finish,
@@ -60,8 +62,8 @@ def sim2redis(path: str | os.PathLike, name: str | None = None,
     info = model.data_info()
     write_ids(writer, info)
     if not writer.has_part("sim"):
-        writer.write_part("sim", hashes={"sim": _neighbour_rows(model, info.n_users,
-                                                                info.n_items)})
+        writer.write_part("sim", strings={"item_means": item_means(info).tobytes()},
+                          hashes={"sim": _neighbour_rows(model, info.n_users, info.n_items)})
     return finish(writer, started)
 
 
@@ -98,7 +100,17 @@ def knn_section(model: ModelDirectory) -> dict:
     return section
 
 
-def _writer(model: ModelDirectory, name: str | None, client: RedisClient):
+def item_means(info: DataInfo) -> np.ndarray:
+    """Mean training label of every item (the global mean for items without one), float32."""
+    n = info.n_items
+    counts = np.bincount(info.consumed_items, minlength=n)
+    sums = np.bincount(info.consumed_items, weights=info.consumed_labels.astype(np.float64),
+                       minlength=n)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), info.global_mean)
+    return means.astype("<f4")
+
+
+def _writer(model: ModelDirectory, name: str | None, client: RedisClient) -> VersionWriter:
     section = knn_section(model)
     info = model.manifest.get("data_summary") or {}
     meta = {
