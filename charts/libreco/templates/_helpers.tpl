@@ -236,6 +236,7 @@ LIBRECO_THREADS: {{ int $d.gunicorn.threads | quote }}
 LIBRECO_TIMEOUT: {{ int $d.gunicorn.timeout | quote }}
 LIBRECO_GRACEFUL_TIMEOUT: {{ int $d.gunicorn.gracefulTimeout | quote }}
 LIBRECO_LOG_LEVEL: {{ $d.logLevel | quote }}
+LIBRECO_POLL_INTERVAL: {{ include "libreco.number" $d.pollInterval | quote }}
 PROMETHEUS_MULTIPROC_DIR: "/var/run/libreco/metrics"
 {{- if eq $m.family "tf" }}
 {{- if include "libreco.tfServing.inMode" (dict "root" $root "mode" "sidecar") }}
@@ -380,10 +381,12 @@ template:
         envFrom:
           - configMapRef:
               name: {{ include "libreco.config.name" . }}
-        {{- with include "libreco.redis.passwordEnv" $root }}
         env:
-          {{- . | nindent 10 }}
-        {{- end }}
+          - name: LIBRECO_VERSION_GRACE
+            value: {{ include "libreco.number" $root.Values.loading.versionGrace | quote }}
+          {{- with include "libreco.redis.passwordEnv" $root }}
+          {{- . | trim | nindent 10 }}
+          {{- end }}
         resources:
           {{- toYaml $root.Values.loading.resources | nindent 10 }}
         securityContext:

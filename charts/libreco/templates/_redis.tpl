@@ -4,7 +4,6 @@
 {{- define "libreco.redis.config" -}}
 bind * -::*
 port 6379
-dir /data
 protected-mode yes
 {{- if .Values.redis.maxmemory }}
 maxmemory {{ .Values.redis.maxmemory }}
