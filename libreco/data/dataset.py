@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from libreco import logger
 from libreco.data.data_info import DataInfo, FeatureInfo
-from libreco.data.ids import IdMap, normalize_id
+from libreco.data.ids import IdMap, group_order, normalize_id
 
 REQUIRED = ("user", "item", "label")
 
@@ -111,19 +112,26 @@ def _times(df: pd.DataFrame) -> np.ndarray | None:
 
 def _consumed(u_idx, i_idx, labels, n_users, n_items, times):
     """Per-user consumed items in interaction order, one entry per (user, item), last label."""
-    n = len(u_idx)
-    pos = np.arange(n) if times is None else np.argsort(np.argsort(times, kind="stable"))
-    key = u_idx.astype(np.int64) * n_items + i_idx
-    # keep each (user, item)'s latest occurrence
-    order = np.lexsort((pos, key))
-    last = np.ones(n, dtype=bool)
-    last[:-1] = key[order][1:] != key[order][:-1]
-    keep = order[last]
-    keep = keep[np.lexsort((pos[keep], u_idx[keep]))]
-    counts = np.bincount(u_idx[keep], minlength=n_users)
+    if times is not None and (np.diff(times) < 0).any():
+        by_time = np.argsort(times, kind="stable")
+        u_idx, i_idx, labels = u_idx[by_time], i_idx[by_time], labels[by_time]
+    # repeated (user, item) pairs are rare: count distinct pairs first (a linear-time CSR build)
+    # and only sort when there are repeats, keeping each pair's latest occurrence
+    pairs = sparse.csr_matrix((np.ones(len(u_idx), dtype=np.int8), (u_idx, i_idx)),
+                              shape=(n_users, n_items))
+    if pairs.nnz < len(u_idx):
+        key = u_idx.astype(np.int64) * n_items + i_idx
+        by_key = np.argsort(key, kind="stable")
+        last = np.ones(len(key), dtype=bool)
+        last[:-1] = key[by_key][1:] != key[by_key][:-1]
+        keep = np.zeros(len(key), dtype=bool)
+        keep[by_key[last]] = True
+        u_idx, i_idx, labels = u_idx[keep], i_idx[keep], labels[keep]
+    by_user = group_order(u_idx, n_users)
+    counts = np.bincount(u_idx, minlength=n_users)
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return indptr, i_idx[keep], labels[keep]
+    return indptr, i_idx[by_user], labels[by_user]
 
 
 def _map_split(df, data_info: DataInfo, unknown: str, name: str):

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 
 def normalize_id(value):
@@ -75,3 +76,31 @@ class IdMap:
         """
         codes, uniques = pd.factorize(np.asarray(values), sort=False)
         return cls(list(uniques)), codes.astype(np.int32)
+
+
+def group_order(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Stable order that groups rows by inner index: ``np.argsort(codes, kind="stable")``.
+
+    Parameters
+    ----------
+    codes : np.ndarray of int, shape (n,)
+        Inner indices in ``[0, n_groups)``.
+    n_groups : int
+
+    Returns
+    -------
+    np.ndarray of int, shape (n,)
+
+    Notes
+    -----
+    Computed as a counting sort, in linear time: building a CSR matrix from coordinates
+    ``(codes[j], j)`` places each row's entries in input order, so its column indices are the
+    row numbers grouped by code. That is several times faster than a comparison sort on
+    millions of rows.
+    """
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    cols = np.arange(n, dtype=np.int32 if n < 2 ** 31 else np.int64)
+    m = sparse.csr_matrix((np.ones(n, dtype=np.int8), (codes, cols)), shape=(n_groups, n))
+    return m.indices

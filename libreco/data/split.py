@@ -5,10 +5,11 @@ fresh ``RangeIndex``. ``random_split`` splits the whole frame; the ``split_by_*`
 each user's rows separately and always keep at least one row of every user in the training part,
 so that every user of a test part is known to the model.
 
-The per-user splitters share one vectorised core: the rows are put in per-user order by a single
-sort (random keys, original position or ``time``), each row's rank inside its user follows from
-the user's offset in that order, and a row's part is found by comparing its rank with per-user cut
-points. No Python loop runs over users, so ten million rows split in a few seconds.
+The per-user splitters share one vectorised core: the rows are put in the wanted order (a seeded
+permutation, frame order, or by ``time``) and grouped by user with a linear-time counting sort
+that keeps that order; each row's rank inside its user follows from the user's offset, and a
+row's part is found by comparing its rank with per-user cut points. No Python loop runs over
+users, so ten million rows split in a few seconds.
 
 With ``filter_unknown=True`` (the default of the per-user splitters), rows of a test part whose
 item never appears in the training part are dropped, and the number dropped is logged: a model
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from libreco import logger
+from libreco.data.ids import group_order
 
 
 def random_split(df: pd.DataFrame, test_size: float = 0.2,
@@ -202,19 +204,21 @@ def _user_ranks(df: pd.DataFrame, order: str, seed):
     order for ties).
     """
     codes, uniques = pd.factorize(df["user"], sort=False)
-    codes = codes.astype(np.int64)
     n, n_users = len(codes), len(uniques)
+    # bring the rows into the wanted order, then group them by user keeping that order
     if order == "random":
-        # one sort on "user + uniform(0, 1)" groups rows by user in a random order
-        key = codes + np.random.default_rng(seed).random(n)
-        sorted_rows = np.argsort(key)
+        rows = np.random.default_rng(seed).permutation(n)
     elif order == "time":
         t = df["time"]
         t = t.astype("int64") if pd.api.types.is_datetime64_any_dtype(t) else t
-        by_time = np.argsort(t.to_numpy(), kind="stable")
-        sorted_rows = by_time[np.argsort(codes[by_time], kind="stable")]
+        t = t.to_numpy()
+        rows = None if (np.diff(t) >= 0).all() else np.argsort(t, kind="stable")
     else:
-        sorted_rows = np.argsort(codes, kind="stable")
+        rows = None
+    if rows is None:
+        sorted_rows = group_order(codes, n_users)
+    else:
+        sorted_rows = rows[group_order(codes[rows], n_users)]
     count = np.bincount(codes, minlength=n_users)
     start = np.zeros(n_users, dtype=np.int64)
     np.cumsum(count[:-1], out=start[1:])

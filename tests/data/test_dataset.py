@@ -5,8 +5,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from libreco.data import DataInfo, DatasetFeat, DatasetPure, check_frame
+from libreco.data.ids import group_order
 from libreco.data.synthetic import FEATURE_COLUMNS, generate
 from libreco.utils.artifacts import ArtifactError, ArtifactReader, ArtifactWriter
 
@@ -262,3 +265,37 @@ def test_numeric_strings_are_accepted_as_labels():
 def test_not_a_frame():
     with pytest.raises(ValueError, match="DataFrame"):
         DatasetPure.build_trainset({"user": [1]})
+
+
+# -- fast paths against slow references ------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 60), st.integers(1, 6), st.integers(1, 5), st.booleans(),
+       st.integers(0, 10_000))
+def test_consumed_matches_reference(n_rows, n_users, n_items, with_time, seed):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"user": rng.integers(0, n_users, n_rows),
+                       "item": rng.integers(0, n_items, n_rows),
+                       "label": rng.integers(1, 6, n_rows)})
+    if with_time:
+        df["time"] = rng.integers(0, 4, n_rows)  # ties keep frame order
+    if n_rows == 0:
+        return
+    _, info = DatasetPure.build_trainset(df)
+    ordered = df.sort_values("time", kind="stable") if with_time else df
+    for user, rows in ordered.groupby("user", sort=False):
+        latest = {}
+        for item, label in zip(rows["item"], rows["label"]):
+            latest.pop(item, None)  # a repeat moves the item to its latest place
+            latest[item] = label
+        u = info.user_index(user)
+        got = [info.id2item[i] for i in info.consumed(u)]
+        labels = info.consumed_labels[info.consumed_indptr[u]:info.consumed_indptr[u + 1]]
+        assert got == list(latest)
+        assert labels.tolist() == list(latest.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 7), max_size=80))
+def test_group_order_is_a_stable_argsort(codes):
+    codes = np.array(codes, dtype=np.int64)
+    np.testing.assert_array_equal(group_order(codes, 8), np.argsort(codes, kind="stable"))
