@@ -35,7 +35,7 @@ from libreco.algorithms.base import Recommender, own_params
 
 SIM_TYPES = ("cosine", "pearson", "jaccard")
 WEIGHTINGS = ("label", "binary", "inverse_frequency")
-BLOCK_ENTRIES = 1 << 21  # auto block size: room for 2M similarities (16 MB) per block
+BLOCK_ENTRIES = 1 << 20  # auto block size: room for 1M similarities (8 MB) per block
 SEGMENTS_PER_K = 4  # segments per wanted neighbour when bounding a row's k-th largest value
 PEARSON_FLOOR = 1e-6  # pearson similarities at or below it count as zero
 
@@ -221,7 +221,7 @@ def top_k_similarities(matrix: sparse.spmatrix, k: int, sim_type: str = "cosine"
     min_common : int
         Pairs with fewer common non-zero columns get no similarity.
     block_size : int, optional
-        Rows per block; by default about ``2M / n`` (room for 2M similarities, 16 MB).
+        Rows per block; by default about ``1M / n`` (room for 1M similarities, 8 MB).
     num_threads : int
         Blocks computed at once (the sparse product and numpy release the GIL); 0 means one
         per CPU, at most 4. Peak memory grows with one block per thread.

@@ -45,7 +45,7 @@ class ItemCF(KNNRecommender):
         generated data it ranks about 10% better (NDCG@10) than the raw labels, which in turn
         beat binarised interactions.
     block_size : int, optional
-        Items per block of the similarity computation; by default about ``2M / n_items``.
+        Items per block of the similarity computation; by default about ``1M / n_items``.
         It changes speed and peak memory, never the result.
     num_threads : int
         Blocks computed in parallel (0: one per CPU, at most 4).

@@ -41,7 +41,7 @@ class UserCF(KNNRecommender):
         uses the labels as they are: on the generated data it ranks as well as or better than
         damping popular items (``"inverse_frequency"``) or binarised interactions.
     block_size : int, optional
-        Users per block of the similarity computation; by default about ``2M / n_users``.
+        Users per block of the similarity computation; by default about ``1M / n_users``.
         It changes speed and peak memory, never the result.
     num_threads : int
         Blocks computed in parallel (0: one per CPU, at most 4).
