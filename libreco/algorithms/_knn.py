@@ -2,9 +2,9 @@
 
 Similarities between the rows of a sparse ``(n, m)`` matrix (items for ItemCF, users for
 UserCF) are computed a block of rows at a time: the block's sparse product with the whole
-matrix, made dense for the ``block_size`` rows at hand, keeps only its ``k`` best entries per
-row before the next block starts. Memory therefore grows with ``n * k`` plus one block
-(``block_size * n`` floats), never with ``n ** 2``.
+matrix keeps only its ``k`` best entries per row before the next block starts. Memory
+therefore grows with ``n * k`` plus room for one block (at most ``block_size * n``
+similarities) per thread, never with ``n ** 2``.
 
 Similarity vocabulary (``x_a`` is row ``a``, ``I_a`` its non-zero columns):
 
@@ -290,9 +290,24 @@ def neighbour_matrix(indices: np.ndarray, values: np.ndarray, n: int) -> sparse.
     return m
 
 
-def row_dots(a: sparse.csr_matrix, b: sparse.csr_matrix) -> np.ndarray:
-    """``(a[r] . b[r])`` for every row ``r`` of two sparse matrices of the same shape."""
-    return np.asarray(a.multiply(b).sum(axis=1), dtype=np.float64).ravel()
+def pair_dots(left: sparse.csr_matrix, right_t: sparse.csr_matrix, rows: np.ndarray,
+              cols: np.ndarray, budget: int = 1 << 22) -> np.ndarray:
+    """``left[rows[p]] . right_t[cols[p]]`` for every pair ``p``, as float64.
+
+    Pairs go in chunks whose selected rows hold at most about ``budget`` entries together, so
+    that memory stays bounded however many pairs are asked for.
+    """
+    out = np.empty(len(rows), dtype=np.float64)
+    sizes = np.diff(left.indptr)[rows] + np.diff(right_t.indptr)[cols]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    start = 0
+    while start < len(rows):
+        stop = int(np.searchsorted(offsets, offsets[start] + budget, side="right")) - 1
+        stop = min(max(stop, start + 1), len(rows))
+        product = left[rows[start:stop]].multiply(right_t[cols[start:stop]])
+        out[start:stop] = np.asarray(product.sum(axis=1)).ravel()
+        start = stop
+    return out
 
 
 class KNNRecommender(Recommender):
@@ -451,10 +466,10 @@ class KNNRecommender(Recommender):
         m = self._matrices()
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
-        total = row_dots(m["left"][users], m["right_t"][items])
+        total = pair_dots(m["left"], m["right_t"], users, items)
         if self.task == "ranking":
             return total.astype(np.float32)
-        weight = row_dots(m["weight_left"][users], m["weight_right_t"][items])
+        weight = pair_dots(m["weight_left"], m["weight_right_t"], users, items)
         base = m["base_items"][items] if self.based_on == "item" else m["base_users"][users]
         return _centred_mean(total, weight, base)
 

@@ -331,3 +331,14 @@ def test_k_sim_larger_than_catalogue(small):
     assert (model.sim_indices[:, info.n_items - 1:] == -1).all()
     recs = model.recommend_user(info.id2user[0], n_rec=5)[info.id2user[0]]
     assert len(recs) == 5
+
+
+@pytest.mark.parametrize("budget", [1, 7, 1 << 22])
+def test_pair_dots_in_chunks(budget):
+    left = random_matrix(30, 20, 0.3, seed=1)
+    right_t = random_matrix(25, 20, 0.3, seed=2)
+    rng = np.random.default_rng(3)
+    rows, cols = rng.integers(0, 30, 200), rng.integers(0, 25, 200)
+    expected = (left.toarray() @ right_t.toarray().T)[rows, cols]
+    np.testing.assert_allclose(_knn.pair_dots(left, right_t, rows, cols, budget), expected,
+                               rtol=1e-12)
