@@ -145,12 +145,13 @@ class Config:
         k_neighbors = r.get("LIBRECO_K_NEIGHBORS", d.k_neighbors, _positive_int)
         max_n_rec = r.get("LIBRECO_MAX_N_REC", d.max_n_rec, _positive_int)
         if max_n_rec < MIN_MAX_N_REC:
-            r.problem("LIBRECO_MAX_N_REC", max_n_rec, f"an integer >= {MIN_MAX_N_REC}")
+            r.problem("LIBRECO_MAX_N_REC", env.get("LIBRECO_MAX_N_REC"),
+                      f"an integer >= {MIN_MAX_N_REC}")
             max_n_rec = MIN_MAX_N_REC
         n_rec = r.get("LIBRECO_N_REC", d.n_rec, _positive_int)
         if n_rec > max_n_rec:
-            r.problem("LIBRECO_N_REC", n_rec, f"an integer from 1 to LIBRECO_MAX_N_REC "
-                                              f"({max_n_rec})")
+            r.problem("LIBRECO_N_REC", env.get("LIBRECO_N_REC"),
+                      f"an integer from 1 to LIBRECO_MAX_N_REC ({max_n_rec})")
         cold_start = r.get("LIBRECO_COLD_START", d.cold_start, _choice(COLD_START))
         poll = r.get("LIBRECO_POLL_INTERVAL", d.poll_interval, _float_between(0.0, 1.0))
         log_level = r.get("LIBRECO_LOG_LEVEL", d.log_level, _choice(LOG_LEVELS, upper=True))
