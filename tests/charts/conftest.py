@@ -104,8 +104,8 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
 
 
 def template_args(values_files: Iterable[Path] = (), set_values: Mapping[str, str] | None = None,
-                  kube_version: str = KUBE_VERSIONS[-1]) -> list[str]:
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                  kube_version: str = KUBE_VERSIONS[-1], release: str = RELEASE) -> list[str]:
+    args = ["template", release, str(CHART), "--namespace", NAMESPACE,
             "--kube-version", kube_version]
     for path in values_files:
         args += ["-f", str(path)]
@@ -116,9 +116,10 @@ def template_args(values_files: Iterable[Path] = (), set_values: Mapping[str, st
 
 def render(helm: str, values_files: Iterable[Path] = (),
            set_values: Mapping[str, str] | None = None,
-           kube_version: str = KUBE_VERSIONS[-1]) -> Rendered:
+           kube_version: str = KUBE_VERSIONS[-1], release: str = RELEASE) -> Rendered:
     """Render the chart (hooks and the test Pod included) and parse every object."""
-    out = run_helm(helm, *template_args(values_files, set_values, kube_version)).stdout
+    out = run_helm(helm, *template_args(values_files, set_values, kube_version,
+                                        release)).stdout
     return Rendered(tuple(doc for doc in yaml.load_all(out, Loader=SAFE_LOADER) if doc))
 
 
