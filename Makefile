@@ -44,7 +44,7 @@ $(HELM): $(VENV)/.installed scripts/install_helm.py
 helm: $(HELM)
 
 demo: install redis
-	$(PY) -m jobs.demo
+	$(PY) -m jobs.demo $(DEMO_ARGS)
 
 test: install redis helm
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(VENV)/bin/pytest -q
