@@ -7,6 +7,7 @@ skipped elsewhere.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -36,13 +37,28 @@ def find_helm() -> str | None:
     return shutil.which("helm")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(module: str):
+    """Import a test dependency: a failure under CI, a skip elsewhere."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        message = f"{module} is not installed: pip install -e '.[dev]' ({e})"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
     path = find_helm()
     if path is None:
         message = ("helm is not installed: run `make helm` "
                    "(python scripts/install_helm.py .tools/bin)")
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return path

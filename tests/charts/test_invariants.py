@@ -169,6 +169,7 @@ def test_routes_point_at_rendered_services(rendered):
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]
+                assert backend["name"] in services, backend["name"]
                 ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
                 assert backend["port"]["name"] in ports
     for route in rendered.kind("HTTPRoute"):
@@ -177,6 +178,7 @@ def test_routes_point_at_rendered_services(rendered):
         for rule in route["spec"]["rules"]:
             assert rule["matches"][0]["path"]["type"] == "PathPrefix"
             for ref in rule["backendRefs"]:
+                assert ref["name"] in services, ref["name"]
                 ports = {p["port"] for p in services[ref["name"]]["spec"]["ports"]}
                 assert ref["port"] in ports
 
@@ -549,3 +551,65 @@ def test_checksum_config_follows_the_config(helm):
     # not part of the pods' environment: no rollout
     assert checksums(**{"ingress.enabled": "true"}) == base
     assert checksums(**{"service.annotations.a": "b"}) == base
+
+
+# -- the checks above catch what they are meant to catch --------------------------------------
+def _first(objs, kind, name_part=""):
+    return next(o for o in objs if o["kind"] == kind and name_part in o["metadata"]["name"])
+
+
+def _service_container(objs):
+    return pod_spec(_first(objs, "Deployment", "-knn"))["containers"][0]
+
+
+def _hpa_target(objs):
+    ref = _first(objs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"]
+    return _first(objs, "Deployment", ref)
+
+
+BREAKAGES = {
+    "selector": (test_workload_selectors_match_their_pod_labels, lambda objs: _first(
+        objs, "Deployment")["spec"]["selector"]["matchLabels"].update(
+        {"app.kubernetes.io/component": "other"})),
+    "target port": (test_services_reach_pods_on_existing_ports, lambda objs: _first(
+        objs, "Service", "-knn")["spec"]["ports"][0].update(targetPort="htp")),
+    "replicas with an HPA": (test_hpa_targets_a_rendered_deployment_without_replicas,
+                             lambda objs: _hpa_target(objs)["spec"].update(replicas=2)),
+    "hook without delete policy": (test_hooks_carry_a_delete_policy, lambda objs: _first(
+        objs, "Job")["metadata"]["annotations"].pop("helm.sh/hook-delete-policy")),
+    "writable root": (test_every_container_is_restricted, lambda objs: _service_container(
+        objs)["securityContext"].update(readOnlyRootFilesystem=False)),
+    "added capability": (test_every_container_is_restricted, lambda objs: _service_container(
+        objs)["securityContext"]["capabilities"].update(add=["NET_ADMIN"])),
+    "latest tag": (test_images_are_pinned, lambda objs: _service_container(objs).update(
+        image="libreco/libreco-knn:latest")),
+    "no tag": (test_images_are_pinned, lambda objs: _service_container(objs).update(
+        image="registry.example.com:5000/libreco-knn")),
+    "literal password": (test_secrets_travel_by_reference_only, lambda objs: _service_container(
+        objs)["env"].append({"name": "REDIS_PASSWORD", "value": "hunter2"})),
+    "password in the URL": (test_secrets_travel_by_reference_only, lambda objs: _first(
+        objs, "ConfigMap", "-knn")["data"].update(REDIS_URL="redis://:pw@redis:6379/0")),
+    "no readiness probe": (test_long_running_containers_have_probes,
+                           lambda objs: _service_container(objs).pop("readinessProbe")),
+    "route to nowhere": (test_routes_point_at_rendered_services, lambda objs: _first(
+        objs, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
+        name="elsewhere")),
+    "training reaches Redis": (test_only_redis_clients_reach_redis, lambda objs: _first(
+        objs, "Job", "train")["spec"]["template"]["metadata"]["labels"].update(
+        {"libreco.io/redis-client": "true"})),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_the_invariants_catch_a_broken_release(rendered_ci, breakage):
+    import copy
+
+    from tests.charts.conftest import Rendered
+
+    check, breaks = BREAKAGES[breakage]
+    intact = rendered_ci[("all-values.yaml", KUBE_VERSIONS[-1])]
+    check(intact)
+    objs = copy.deepcopy(list(intact))
+    breaks(objs)
+    with pytest.raises(AssertionError):
+        check(Rendered(tuple(objs)))

@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.charts.conftest import CHART, CI_VALUES, KUBE_VERSIONS, SCHEMAS, run_helm
+from tests.charts.conftest import CHART, CI_VALUES, KUBE_VERSIONS, SCHEMAS, require, run_helm
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+kubernetes_validate = require("kubernetes_validate")
 from kubernetes_validate import utils as kv_utils  # noqa: E402
 from referencing import Registry, Resource  # noqa: E402
 
@@ -169,3 +169,18 @@ def test_the_strict_crd_check_refuses_unknown_fields(crd_validators):
                "spec": {"selector": {}, "endpoints": [{"port": "http", "pathh": "/metrics"}]}}
     validator = crd_validators[("ServiceMonitor", "monitoring.coreos.com/v1")]
     assert any("pathh" in e.message for e in validator.iter_errors(monitor))
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_notes_render_and_show_every_model(helm, values, tmp_path):
+    """NOTES.txt (which ``helm template`` skips) through a client-side dry run."""
+    result = run_helm(helm, "install", "libreco", str(CHART), "--dry-run=client",
+                      "--namespace", "recs", "-f", str(values),
+                      check=True)
+    notes = result.stdout.split("NOTES:", 1)[1]
+    config = yaml.safe_load(values.read_text())
+    models = [config.get("model", {}), *config.get("extraModels", [])]
+    for model in models:
+        name = model.get("name") or model.get("algorithm", "item_cf")
+        assert f"localhost:5000/{name}/recommend" in notes
+    assert "helm test libreco -n recs" in notes
