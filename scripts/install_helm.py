@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = ["helm"] if args.no_kubectl else ["helm", "kubectl"]
     missing = [n for n in wanted if args.force or not works(args.target / n, n)]
     if not missing:
+        # newer than its prerequisites, so `make` does not ask again
+        for name in wanted:
+            os.utime(args.target / name)
         print(f"helm already installed in {args.target}")
         return 0
 
