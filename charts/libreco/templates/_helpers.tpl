@@ -264,10 +264,10 @@ LIBRECO_MODEL_DIR: "/models/tf_serving"
 
 {{/* The image pull secrets of every pod. */}}
 {{- define "libreco.pod.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
+{{- with .Values.imagePullSecrets -}}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* The arguments of `python -m jobs.train` for one model: libreco.train.args (dict "root" $ "model" $m). */}}
@@ -362,7 +362,7 @@ template:
     restartPolicy: Never
     serviceAccountName: {{ include "libreco.serviceAccount.name" $root }}
     automountServiceAccountToken: false
-    {{- include "libreco.pod.imagePullSecrets" $root | nindent 4 }}
+    {{- with include "libreco.pod.imagePullSecrets" $root }}{{ . | nindent 4 }}{{ end }}
     securityContext:
       {{- include "libreco.securityContext.pod" $root | nindent 6 }}
     containers:
