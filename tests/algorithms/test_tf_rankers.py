@@ -57,28 +57,33 @@ def small():
     return df, train, info
 
 
-def fit_small(cls, info, train, **params):
-    params = {"n_epochs": 1, "hidden_units": (16,), **params} if cls is not FM else {
-        "n_epochs": 1, **params}
-    return cls(task="ranking", data_info=info, **params).fit(train, verbose=0)
+@pytest.fixture(scope="module")
+def small_model(small):
+    _, train, info = small
+    return DeepFM(task="ranking", data_info=info, n_epochs=1, hidden_units=(24, 8),
+                  embed_size=6).fit(train, verbose=0)
 
 
 # -- seeds ---------------------------------------------------------------------------------------
 def test_same_seed_same_parameters_other_seed_differs(small):
     _, train, info = small
-    a = fit_small(DeepFM, info, train, dropout=0.3, seed=5)._arrays()
-    b = fit_small(DeepFM, info, train, dropout=0.3, seed=5)._arrays()
-    c = fit_small(DeepFM, info, train, dropout=0.3, seed=6)._arrays()
+    def fit(seed):
+        return DeepFM(task="ranking", data_info=info, n_epochs=1, hidden_units=(16,),
+                      dropout=0.3, seed=seed).fit(train, verbose=0)._arrays()
+
+    a, b, c = fit(5), fit(5), fit(6)
     assert a.keys() == b.keys() == c.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert any(not np.allclose(a[n], c[n]) for n in a)
 
 
-def test_refit_starts_from_fresh_parameters(small):
+def test_refit_starts_from_fresh_parameters_and_verbose_0_is_silent(small, caplog):
     _, train, info = small
     model = FM(task="ranking", data_info=info, n_epochs=1)
-    first = {k: v.copy() for k, v in model.fit(train, verbose=0)._arrays().items()}
+    with caplog.at_level(logging.INFO, logger="libreco"):
+        first = {k: v.copy() for k, v in model.fit(train, verbose=0)._arrays().items()}
+    assert not [r for r in caplog.records if "epoch" in r.getMessage()]
     second = model.fit(train, verbose=0)._arrays()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
@@ -111,9 +116,9 @@ def test_unseen_rows_start_at_zero(small):
     assert arrays["user_embed"][:info.n_users].any()
 
 
-def test_unknown_user_input_is_scored_from_features(small):
-    _, train, info = small
-    model = fit_small(WideDeep, info, train)
+def test_unknown_user_input_is_scored_from_features(small, small_model):
+    _, _, info = small
+    model = small_model
     items = np.arange(info.n_items)
     x = model.build_inputs(np.full(info.n_items, info.n_users), items)
     scores = model._run(x)
@@ -152,13 +157,6 @@ def test_eval_metric_is_logged_each_epoch(small, caplog):
     assert model.eval_results["roc_auc"] > 0.5
 
 
-def test_silent_when_verbose_zero(small, caplog):
-    _, train, info = small
-    with caplog.at_level(logging.INFO, logger="libreco"):
-        fit_small(FM, info, train)
-    assert not [r for r in caplog.records if "epoch" in r.getMessage()]
-
-
 def test_rating_starts_near_the_mean_and_learns(small):
     df, train, info = small
     model = FM(task="rating", data_info=info, n_epochs=3, lr=5e-3).fit(train, verbose=0)
@@ -168,9 +166,9 @@ def test_rating_starts_near_the_mean_and_learns(small):
     assert rmse < float(df["label"].std())
 
 
-def test_scores_blocks_match_pairs(small, monkeypatch):
-    _, train, info = small
-    model = fit_small(DeepFM, info, train)
+def test_scores_blocks_match_pairs(small, small_model, monkeypatch):
+    _, _, info = small
+    model = small_model
     import libreco.algorithms.tf_base as tf_base
 
     users = np.arange(7)
@@ -200,12 +198,12 @@ def test_unknown_fit_option_is_refused(small):
         FM(task="ranking", data_info=info, n_epochs=1).fit(train, verbose=0, no_such_option=1)
 
 
-def test_loaded_parameters_must_fit_the_network(small, tmp_path):
-    _, train, info = small
-    model = fit_small(FM, info, train)
+def test_loaded_parameters_must_fit_the_network(small, small_model):
+    _, _, info = small
+    model = small_model
     arrays = model._arrays()
     arrays["user_embed"] = arrays["user_embed"][:, :4]
-    clone = FM(task="ranking", data_info=info, **model.params)
+    clone = DeepFM(task="ranking", data_info=info, **model.params)
     with pytest.raises(ValueError, match="user_embed"):
         clone._set_arrays(arrays)
     arrays.pop("user_embed")
@@ -213,9 +211,8 @@ def test_loaded_parameters_must_fit_the_network(small, tmp_path):
         clone._set_arrays(arrays)
 
 
-def test_save_load_keeps_hyperparameters(small, tmp_path):
-    _, train, info = small
-    model = fit_small(WideDeep, info, train, hidden_units=(24, 8), embed_size=6)
+def test_save_load_keeps_hyperparameters(small_model, tmp_path):
+    model = small_model
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
     assert loaded.hidden_units == (24, 8) and loaded.embed_size == 6
@@ -263,3 +260,18 @@ def test_lazy_adam_matches_reference_on_touched_rows():
         w[touched] -= lr_t * m[touched] / (np.sqrt(v[touched]) + 1e-8)
     np.testing.assert_allclose(table.numpy(), w, rtol=1e-5)
     np.testing.assert_array_equal(table.numpy()[[1, 4, 5]], before[[1, 4, 5]])
+
+
+def test_chunked_training_matches_batch_by_batch(small, monkeypatch):
+    import libreco.algorithms.tf_base as tf_base
+
+    _, train, info = small
+    params = {"n_epochs": 2, "hidden_units": (16,), "dropout": 0.2, "batch_size": 100}
+    monkeypatch.setattr(tf_base, "CHUNKED_FROM_STEPS", 10 ** 9)
+    plain = DeepFM(task="ranking", data_info=info, **params).fit(train, verbose=0)._arrays()
+    monkeypatch.setattr(tf_base, "CHUNKED_FROM_STEPS", 1)
+    monkeypatch.setattr(tf_base, "STEPS_PER_CALL", 7)  # chunks end inside an epoch
+    chunked = DeepFM(task="ranking", data_info=info, **params).fit(train, verbose=0)._arrays()
+    for name in plain:
+        np.testing.assert_allclose(chunked[name], plain[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
