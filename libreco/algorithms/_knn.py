@@ -38,6 +38,7 @@ WEIGHTINGS = ("label", "binary", "inverse_frequency")
 BLOCK_ENTRIES = 1 << 20  # auto block size: room for 1M similarities (8 MB) per block
 SEGMENTS_PER_K = 4  # segments per wanted neighbour when bounding a row's k-th largest value
 PEARSON_FLOOR = 1e-6  # pearson similarities at or below it count as zero
+BIAS_SHRINKAGE = 5.0  # pseudo-count of the user and item biases of rating predictions
 
 try:  # scipy's one-pass sparse product kernel (see block_product)
     from scipy.sparse._sparsetools import csr_matmat as _csr_matmat
@@ -421,31 +422,25 @@ class KNNRecommender(Recommender):
         """Sparse operands of the scoring products, built once after fit or load.
 
         Every score is ``left[u] . right[:, j]``; ``right_t`` is ``right`` transposed, for
-        single pairs. For ``task="rating"`` the labels in the product are centred (by the
-        item's mean for ItemCF, the user's for UserCF) and ``weight`` / ``weight_t`` give the
-        sum of the similarities that took part.
+        single pairs. For ``task="rating"`` the labels in the product are the residuals
+        ``r - b`` of the baseline (see :func:`baseline`), ``weight_*`` give the sum of the
+        similarities that took part, and ``base_users`` / ``base_items`` the baseline terms.
         """
         if self._cache:
             return self._cache
         self._require_arrays()
-        di = self.data_info
-        labels = sparse.csr_matrix(di.user_consumed, dtype=np.float32, copy=True)
+        labels = sparse.csr_matrix(self.data_info.user_consumed, dtype=np.float32, copy=True)
         sim = neighbour_matrix(self.sim_indices, self.sim_values, self.n_entities)
         m: dict[str, Any] = {}
         if self.task == "rating":
-            user_mean, item_mean = _means(labels, di.global_mean)
+            base_users, base_items = baseline(labels)
             rated = labels.copy()
             rated.data[:] = 1.0
-            if self.based_on == "item":
-                labels.data -= item_mean[labels.indices]
-                m["base_items"] = item_mean
-                weight_left, weight_right = rated, sim
-            else:
-                labels.data -= np.repeat(user_mean, np.diff(labels.indptr))
-                m["base_users"] = user_mean
-                weight_left, weight_right = sim, rated
-            m["weight_left"], m["weight_right"] = weight_left, weight_right
-            m["weight_right_t"] = weight_right.T.tocsr()
+            rows = np.repeat(np.arange(labels.shape[0]), np.diff(labels.indptr))
+            labels.data -= base_users[rows] + base_items[labels.indices]
+            weight_left, weight_right = (rated, sim) if self.based_on == "item" else (sim, rated)
+            m.update(base_users=base_users, base_items=base_items, weight_left=weight_left,
+                     weight_right=weight_right, weight_right_t=weight_right.T.tocsr())
         left, right = (labels, sim) if self.based_on == "item" else (sim, labels)
         m.update(left=left, right=right, right_t=right.T.tocsr())
         self._cache = m
@@ -458,9 +453,8 @@ class KNNRecommender(Recommender):
         if self.task == "ranking":
             return total.astype(np.float32, copy=False)
         weight = (m["weight_left"][users] @ m["weight_right"]).toarray()
-        base = (m["base_items"][None, :] if self.based_on == "item"
-                else m["base_users"][users][:, None])
-        return _centred_mean(total, weight, base)
+        base = m["base_users"][users][:, None] + m["base_items"][None, :]
+        return _with_baseline(total, weight, base)
 
     def _predict_inner(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         m = self._matrices()
@@ -470,24 +464,37 @@ class KNNRecommender(Recommender):
         if self.task == "ranking":
             return total.astype(np.float32)
         weight = pair_dots(m["weight_left"], m["weight_right_t"], users, items)
-        base = m["base_items"][items] if self.based_on == "item" else m["base_users"][users]
-        return _centred_mean(total, weight, base)
+        return _with_baseline(total, weight, m["base_users"][users] + m["base_items"][items])
 
 
-def _means(labels: sparse.csr_matrix, global_mean: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean label of every user and every item; the global mean where there is none."""
+def baseline(labels: sparse.csr_matrix,
+             shrinkage: float = BIAS_SHRINKAGE) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline rating ``b_uj = mu + b_u + b_j`` of a ``(n_users, n_items)`` label matrix.
+
+    ``mu`` is the mean label, ``b_j = sum_u (r_uj - mu) / (n_j + shrinkage)`` over the users
+    who rated ``j`` and ``b_u = sum_j (r_uj - mu - b_j) / (n_u + shrinkage)``: shrinkage pulls
+    the biases of users and items with few labels towards 0.
+
+    Returns
+    -------
+    base_users : np.ndarray of float32, shape (n_users,)
+        ``mu + b_u``.
+    base_items : np.ndarray of float32, shape (n_items,)
+        ``b_j``.
+    """
     n_users, n_items = labels.shape
-    per_user = np.diff(labels.indptr)
-    user_sum = np.bincount(np.repeat(np.arange(n_users), per_user), weights=labels.data,
-                           minlength=n_users)
-    per_item = np.bincount(labels.indices, minlength=n_items)
-    item_sum = np.bincount(labels.indices, weights=labels.data, minlength=n_items)
-    user_mean = np.where(per_user > 0, user_sum / np.maximum(per_user, 1), global_mean)
-    item_mean = np.where(per_item > 0, item_sum / np.maximum(per_item, 1), global_mean)
-    return user_mean.astype(np.float32), item_mean.astype(np.float32)
+    data = labels.data.astype(np.float64)
+    mu = float(data.mean()) if len(data) else 0.0
+    rows = np.repeat(np.arange(n_users), np.diff(labels.indptr))
+    cols = labels.indices
+    item_bias = (np.bincount(cols, weights=data - mu, minlength=n_items)
+                 / (np.bincount(cols, minlength=n_items) + shrinkage))
+    user_bias = (np.bincount(rows, weights=data - mu - item_bias[cols], minlength=n_users)
+                 / (np.bincount(rows, minlength=n_users) + shrinkage))
+    return (mu + user_bias).astype(np.float32), item_bias.astype(np.float32)
 
 
-def _centred_mean(total: np.ndarray, weight: np.ndarray, base: np.ndarray) -> np.ndarray:
+def _with_baseline(total: np.ndarray, weight: np.ndarray, base: np.ndarray) -> np.ndarray:
     """``base + total / weight`` where some similarity took part, ``base`` elsewhere."""
     offset = np.divide(total, weight, out=np.zeros(np.shape(total), dtype=np.float64),
                        where=weight > 0)

@@ -19,13 +19,14 @@ class ItemCF(KNNRecommender):
       sum over the user's items of similarity times label. The serving side computes the
       same sum from the saved neighbours and consumed items (see
       :func:`libreco.utils.save_knn`).
-    * ``task="rating"``: the similarity-weighted mean of the user's labels on those items,
-      each taken relative to its item's mean label ``m_i``, added to the mean of ``j``:
-      ``m_j + sum sim(i, j) * (r_ui - m_i) / sum sim(i, j)`` over the same ``i``; just
-      ``m_j`` when no consumed item has ``j`` as a neighbour. Centring on the item means keeps
-      the item's own level, which the plain weighted mean of the user's labels loses (it does
-      worse than the item means alone on larger data). ``recommend_user`` then ranks by this
-      prediction.
+    * ``task="rating"``: the baseline ``b_uj = mu + b_u + b_j`` (mean label plus shrunk user
+      and item biases, see :func:`libreco.algorithms._knn.baseline`) plus the
+      similarity-weighted mean of the user's residuals on those items,
+      ``b_uj + sum sim(i, j) * (r_ui - b_ui) / sum sim(i, j)`` over the same ``i``; just
+      ``b_uj`` when no consumed item has ``j`` as a neighbour. Taking the neighbours' labels
+      relative to the baseline keeps the item's own level, which a plain weighted mean of the
+      user's labels loses (that does worse than the item means alone on larger data).
+      ``recommend_user`` then ranks by this prediction.
 
     Parameters
     ----------

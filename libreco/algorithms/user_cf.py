@@ -18,11 +18,11 @@ class UserCF(KNNRecommender):
     * ``task="ranking"``: ``score(u, j) = sum_{v in N(u)} sim(u, v) * r_vj``, the sum over the
       neighbours of similarity times label. The serving side computes the same sum from the
       saved neighbours and consumed items (see :func:`libreco.utils.save_knn`).
-    * ``task="rating"``: the similarity-weighted mean label of the neighbours who consumed
-      ``j``, each taken relative to that neighbour's mean label ``m_v``, added to the user's
-      mean: ``m_u + sum sim(u, v) * (r_vj - m_v) / sum sim(u, v)`` over ``v in N(u)`` who
-      consumed ``j``; just ``m_u`` when none did. ``recommend_user`` then ranks by this
-      prediction.
+    * ``task="rating"``: the baseline ``b_uj = mu + b_u + b_j`` (mean label plus shrunk user
+      and item biases, see :func:`libreco.algorithms._knn.baseline`) plus the
+      similarity-weighted mean residual of the neighbours who consumed ``j``,
+      ``b_uj + sum sim(u, v) * (r_vj - b_vj) / sum sim(u, v)`` over ``v in N(u)`` who consumed
+      ``j``; just ``b_uj`` when none did. ``recommend_user`` then ranks by this prediction.
 
     Parameters
     ----------

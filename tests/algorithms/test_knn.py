@@ -272,29 +272,31 @@ def test_ranking_scores_are_sums_of_similarity_times_label(small, cls):
 
 
 @pytest.mark.parametrize("cls", [ItemCF, UserCF])
-def test_rating_is_centred_weighted_mean_of_neighbour_labels(small, cls):
+def test_rating_is_baseline_plus_weighted_mean_residual(small, cls):
     train, info = small
     model = cls(task="rating", data_info=info, k_sim=10).fit(train, verbose=0)
     labels = info.user_consumed.toarray().astype(np.float64)
     rated = labels != 0
-    user_mean = labels.sum(axis=1) / rated.sum(axis=1)
-    item_mean = np.where(rated.any(axis=0), labels.sum(axis=0) / np.maximum(rated.sum(0), 1),
-                         info.global_mean)
+    # baseline with shrunk biases, written out densely
+    lam = _knn.BIAS_SHRINKAGE
+    mu = labels[rated].mean()
+    item_bias = np.where(rated, labels - mu, 0).sum(axis=0) / (rated.sum(axis=0) + lam)
+    user_bias = (np.where(rated, labels - mu - item_bias[None, :], 0).sum(axis=1)
+                 / (rated.sum(axis=1) + lam))
+    base = mu + user_bias[:, None] + item_bias[None, :]
     rng = np.random.default_rng(0)
     for u, j in zip(rng.integers(0, info.n_users, 40), rng.integers(0, info.n_items, 40)):
         if cls is ItemCF:
-            # items u consumed that have j among their neighbours, relative to their means
-            pairs = [(s, labels[u, i] - item_mean[i]) for i in np.nonzero(rated[u])[0]
+            # items u consumed that have j among their neighbours
+            pairs = [(s, labels[u, i] - base[u, i]) for i in np.nonzero(rated[u])[0]
                      for b, s in zip(model.sim_indices[i], model.sim_values[i]) if b == j]
-            base = item_mean[j]
         else:
-            # neighbours of u that consumed j, relative to their means
-            pairs = [(s, labels[v, j] - user_mean[v])
+            # neighbours of u that consumed j
+            pairs = [(s, labels[v, j] - base[v, j])
                      for v, s in zip(model.sim_indices[u], model.sim_values[u])
                      if v >= 0 and rated[v, j]]
-            base = user_mean[u]
         weight = sum(s for s, _ in pairs)
-        expected = base + (sum(s * d for s, d in pairs) / weight if weight > 0 else 0.0)
+        expected = base[u, j] + (sum(s * d for s, d in pairs) / weight if weight > 0 else 0.0)
         got = model.predict(info.id2user[u], info.id2item[j])
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-5), (u, j)
         assert model._scores(np.array([u]))[0, j] == pytest.approx(expected, rel=1e-5,
