@@ -529,7 +529,16 @@ def test_tf_serving_modes(rendered, request):
         rest = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tfs-rest")
         assert cm["data"]["TF_SERVING_URL"] == f"http://{service['metadata']['name']}:{rest}"
     assert serving["image"].startswith("docker.io/tensorflow/serving:")
-    assert f"--model_base_path=/models/tf_serving/{algorithm}" in serving["args"]
+    # the model config names the algorithm and the folder training exports to
+    config_arg = next(a for a in serving["args"] if a.startswith("--model_config_file="))
+    config_dir, config_file = config_arg.split("=", 1)[1].rsplit("/", 1)
+    mount = next(m for m in serving["volumeMounts"] if m["mountPath"] == config_dir)
+    pod = spec if tfs.get("mode", "sidecar") == "sidecar" else pod_spec(deployment)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    model_config = rendered.get("ConfigMap", volume["configMap"]["name"])["data"][config_file]
+    assert f'name: "{algorithm}"' in model_config
+    assert f'base_path: "/models/tf_serving/{algorithm}"' in model_config
+    assert "num_versions: 2" in model_config
     # readiness only once the model is AVAILABLE: the metadata URL answers 200 from then on
     assert serving["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{algorithm}/metadata"
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in serving[

@@ -9,6 +9,32 @@ prometheus_config {
 {{- end -}}
 
 {{/*
+The model configuration of TF Serving: the tf model, with its newest `tfServing.keepVersions`
+versions loaded, so that requests naming the version that is active in Redis are still answered
+while the next version loads. libreco.tfServing.modelConfig (dict "root" $ "model" $m).
+*/}}
+{{- define "libreco.tfServing.modelConfig" -}}
+model_config_list {
+  config {
+    name: {{ .model.algorithm | quote }}
+    base_path: {{ printf "/models/tf_serving/%s" .model.algorithm | quote }}
+    model_platform: "tensorflow"
+    model_version_policy {
+      latest {
+        num_versions: {{ int .root.Values.tfServing.keepVersions }}
+      }
+    }
+  }
+}
+{{- end -}}
+
+{{/* Both configuration files, as one string whose hash rolls the TF Serving pods when it changes. */}}
+{{- define "libreco.tfServing.config" -}}
+{{ include "libreco.tfServing.modelConfig" . }}
+{{ include "libreco.tfServing.monitoringConfig" .root }}
+{{- end -}}
+
+{{/*
 The TF Serving container serving one tf model: libreco.tfServing.container (dict "root" $
 "model" $m "sidecar" true). The model arrives after install (training runs as a hook), so the
 startup probe allows for a long wait. GET /v1/models/<name>/metadata answers 200 only once a
@@ -30,8 +56,7 @@ command:
 args:
   - {{ printf "--port=%d" (int $tfs.grpcPort) }}
   - {{ printf "--rest_api_port=%d" (int $tfs.restPort) }}
-  - {{ printf "--model_name=%s" $m.algorithm }}
-  - {{ printf "--model_base_path=/models/tf_serving/%s" $m.algorithm }}
+  - --model_config_file=/etc/tf-serving/models.config
   - {{ printf "--file_system_poll_wait_seconds=%d" (int $tfs.pollSeconds) }}
   - --monitoring_config_file=/etc/tf-serving/monitoring.config
 ports:
