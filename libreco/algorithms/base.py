@@ -405,9 +405,12 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if g < 4 * k:
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]
     # t: the k-th largest group maximum of each row
-    gmax = scores[:, :g].copy()
-    for s in range(1, TOP_K_GROUP):
-        np.maximum(gmax, scores[:, s * g:(s + 1) * g], out=gmax)
+    if m == g * TOP_K_GROUP and scores.flags.c_contiguous:
+        gmax = scores.reshape(n, TOP_K_GROUP, g).max(axis=1)
+    else:
+        gmax = scores[:, :g].copy()
+        for s in range(1, TOP_K_GROUP):
+            np.maximum(gmax, scores[:, s * g:(s + 1) * g], out=gmax)
     t = np.partition(gmax, g - k, axis=1)[:, g - k]
     above = gmax >= t[:, None]
     heavy = above.sum(axis=1) > 4 * k

@@ -239,7 +239,7 @@ def test_all_metrics_on_popular_are_sane():
     assert res["log_loss"] > 0
 
 
-@pytest.mark.parametrize("m", [7, 64, 300, 1000, 1037])
+@pytest.mark.parametrize("m", [7, 64, 300, 1000, 1037, 1600])
 def test_top_k_rows_matches_full_sort(m):
     rng = np.random.default_rng(m)
     scores = rng.random((50, m)).astype(np.float32)
