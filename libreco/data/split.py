@@ -205,9 +205,12 @@ def _user_ranks(df: pd.DataFrame, order: str, seed):
     """
     codes, uniques = pd.factorize(df["user"], sort=False)
     n, n_users = len(codes), len(uniques)
+    # 32-bit indices halve the memory traffic of the gathers below
+    idx = np.int32 if n < 2 ** 31 else np.int64
+    codes = codes.astype(idx)
     # bring the rows into the wanted order, then group them by user keeping that order
     if order == "random":
-        rows = np.random.default_rng(seed).permutation(n)
+        rows = np.random.default_rng(seed).permutation(n).astype(idx)
     elif order == "time":
         t = df["time"]
         t = t.astype("int64") if pd.api.types.is_datetime64_any_dtype(t) else t
@@ -219,11 +222,11 @@ def _user_ranks(df: pd.DataFrame, order: str, seed):
         sorted_rows = group_order(codes, n_users)
     else:
         sorted_rows = rows[group_order(codes[rows], n_users)]
-    count = np.bincount(codes, minlength=n_users)
-    start = np.zeros(n_users, dtype=np.int64)
+    count = np.bincount(codes, minlength=n_users).astype(idx)
+    start = np.zeros(n_users, dtype=idx)
     np.cumsum(count[:-1], out=start[1:])
-    rank = np.empty(n, dtype=np.int64)
-    rank[sorted_rows] = np.arange(n) - start[codes[sorted_rows]]
+    rank = np.empty(n, dtype=idx)
+    rank[sorted_rows] = np.arange(n, dtype=idx) - start[codes[sorted_rows]]
     return rank, count[codes]
 
 
