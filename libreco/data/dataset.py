@@ -106,7 +106,9 @@ def _times(df: pd.DataFrame) -> np.ndarray | None:
         return None
     t = df["time"]
     if pd.api.types.is_datetime64_any_dtype(t):
-        return t.astype("int64").to_numpy(dtype=np.float64) / 1e9
+        # Unix seconds whatever the resolution (pandas may store s, ms, us or ns) and time zone
+        return ((t - pd.Timestamp(0, tz=t.dt.tz)) / pd.Timedelta(seconds=1)).to_numpy(
+            dtype=np.float64)
     return t.to_numpy(dtype=np.float64)
 
 

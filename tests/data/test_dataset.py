@@ -299,3 +299,13 @@ def test_consumed_matches_reference(n_rows, n_users, n_items, with_time, seed):
 def test_group_order_is_a_stable_argsort(codes):
     codes = np.array(codes, dtype=np.int64)
     np.testing.assert_array_equal(group_order(codes, 8), np.argsort(codes, kind="stable"))
+
+
+def test_datetime_time_becomes_unix_seconds():
+    when = pd.to_datetime(["2024-03-01", "2024-01-01"])
+    df = pd.DataFrame({"user": [1, 1], "item": [1, 2], "label": [1, 1], "time": when})
+    train, info = DatasetPure.build_trainset(df)
+    np.testing.assert_allclose(train.times, [1709251200.0, 1704067200.0])
+    assert [info.id2item[i] for i in info.consumed(0)] == [2, 1]
+    aware = df.assign(time=when.tz_localize("UTC"))
+    np.testing.assert_allclose(DatasetPure.build_trainset(aware)[0].times, train.times)
