@@ -160,7 +160,7 @@ def write_results(report: dict) -> None:
         f"{m['build_trainset_all_rows_s']:.2f} s | | |",
         f"| peak RSS of the measuring process | {m['peak_rss_gib']:.2f} GiB | "
         f"< {TARGET_GIB:.0f} GiB | {ok_mem} |",
-        f"| of which the loaded frame | {m['rss_after_load_gib']:.2f} GiB | | |",
+        f"| RSS after loading the frame | {m['rss_after_load_gib']:.2f} GiB | | |",
         f"| generation (separate process) | {g['generate_s']:.2f} s, peak "
         f"{g['peak_rss_gib']:.2f} GiB | not targeted | |",
         "",
