@@ -18,6 +18,7 @@ File formats (GroupLens):
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -148,10 +149,12 @@ def _folder(folder, required: list[str]) -> Path:
 
 
 def _read_table(path: Path, sep: str, names, encoding: str = "utf-8") -> pd.DataFrame:
-    # "::" is a multi-character separator, which only the python engine reads
-    engine = "python" if len(sep) > 1 else "c"
-    return pd.read_csv(path, sep=sep, header=None, names=names, engine=engine,
-                       encoding=encoding)
+    if len(sep) == 1:
+        return pd.read_csv(path, sep=sep, header=None, names=names, encoding=encoding)
+    # pandas reads a multi-character separator such as "::" only with its slow python engine;
+    # swapping it for a control character lets the C parser read a million lines in a second
+    text = path.read_bytes().decode(encoding).replace(sep, "\x1f")
+    return pd.read_csv(io.StringIO(text), sep="\x1f", header=None, names=names)
 
 
 def _ml100k_genre_names(folder: Path) -> list[str]:
