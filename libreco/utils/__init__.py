@@ -14,7 +14,11 @@ _LAZY: dict[str, str] = {
     "save_model_tf_serving": "tf_export",
 }
 
-__all__ = sorted(_LAZY)
+# imported eagerly (numpy only): the function shares its module's name, and binding it here
+# keeps ``libreco.utils.save_vector`` the function even after the submodule is imported
+from libreco.utils.save_vector import save_vector  # noqa: E402, F401
+
+__all__ = sorted([*_LAZY, "save_vector"])
 
 
 def __getattr__(name: str):
