@@ -1,0 +1,1 @@
+"""Test doubles for parts that cannot run on every machine (TF Serving)."""
