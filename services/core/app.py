@@ -8,8 +8,9 @@ Routes of every service:
 ``GET /healthz``
     200 while the process runs (no dependencies).
 ``GET /readyz``
-    200 when Redis answers and a model of the family (``LIBRECO_MODEL`` when set) is active,
-    503 with the reason otherwise.
+    200 when Redis answers, a model of the family (``LIBRECO_MODEL`` when set) is active and
+    the family's handler is ready for it (tf: TF Serving reports the model AVAILABLE), 503
+    with the reason otherwise.
 ``GET /metrics``
     Prometheus exposition (see :mod:`services.core.metrics`).
 """
@@ -117,6 +118,7 @@ def _register_health(app: Flask, state: ServiceState) -> None:
                 active = family_models(state)
                 if not active:
                     raise NotFound(f"no {state.family} model is loaded in Redis")
+            state.handler.check_ready(state.models, sorted(active))
         except ServiceError as e:
             return error_response(503, e.message, ready=False, reason=e.message)
         return _json({"ready": True, "models": active})

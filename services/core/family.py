@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from services.core.config import Config
-from services.core.versions import ModelVersion, Store, member_mask
+from services.core.versions import ActiveModels, ModelVersion, Store, member_mask
 
 HANDLERS: dict[str, str] = {
     "knn": "services.knn.handler:KnnHandler",
@@ -100,6 +100,11 @@ class FamilyHandler(ABC):
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> Any:
         """Check the family's own request fields; raise ``BadRequest`` naming a bad field."""
         return None
+
+    def check_ready(self, models: ActiveModels, names: Sequence[str]) -> None:
+        """Raise a ``ServiceError`` when what the family scores with is not ready for the
+        active models ``names`` (``/readyz`` answers 503 with its message). The default
+        checks nothing beyond Redis."""
 
     @abstractmethod
     def candidates(self, version: ModelVersion, user: int, params: Any,
