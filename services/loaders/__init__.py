@@ -13,6 +13,7 @@ from collections.abc import Callable
 FAMILY_LOADERS: dict[str, str] = {
     "knn": "services.loaders.knn:load_knn",
     "tf": "services.loaders.tf:load_tf",
+    "vector": "services.loaders.vector:load_vector",
 }
 
 

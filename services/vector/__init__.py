@@ -1,0 +1,1 @@
+"""The vector service (SVD, SVD++, ALS, BPR, YouTubeMatch): ``services.vector.vector_deploy``."""
