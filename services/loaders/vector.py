@@ -72,12 +72,12 @@ def default_index(n_items: int) -> tuple[str, dict[str, int]]:
 
     ``Flat`` (exact) below :data:`EXACT_BELOW` items, otherwise an inverted file with
     ``nlist = 4 sqrt(n_items)`` lists (at most ``n_items / 39``, what k-means needs to train)
-    of which a search probes one in sixteen.
+    of which a search probes one in eight.
     """
     if n_items < EXACT_BELOW:
         return "Flat", {}
     nlist = ivf_lists(n_items)
-    return f"IVF{nlist},Flat", {"nprobe": max(1, math.ceil(nlist / 16))}
+    return f"IVF{nlist},Flat", {"nprobe": max(1, math.ceil(nlist / 8))}
 
 
 def ivf_lists(n_items: int) -> int:
