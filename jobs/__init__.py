@@ -1,0 +1,1 @@
+"""Entry points run by Kubernetes Jobs (and by ``make demo``): train, load, trigger."""
