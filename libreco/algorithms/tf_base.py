@@ -203,6 +203,8 @@ class TFModel(Recommender):
         n_sparse_rows = di.features.n_sparse_features if self.n_sparse else 0
         self.user_embed = self._embedding(p, "user_embed", di.n_users + 1, k, [di.n_users])
         self.item_embed = self._embedding(p, "item_embed", n_item_rows, k, item_zero)
+        if self.uses_sequence:
+            self.seq_embed = self._embedding(p, "seq_embed", n_item_rows, k, item_zero)
         if self.n_sparse:
             self.sparse_embed = self._embedding(p, "sparse_embed", n_sparse_rows, k, sparse_zero)
         if self.n_dense:
@@ -240,7 +242,7 @@ class TFModel(Recommender):
 
     def _sequence_embeddings(self, x: dict[str, tf.Tensor]):
         """(B, R, k) embeddings of ``seq`` (from the item table), their mask and L2 penalty."""
-        s = tf.gather(self.item_embed, x["seq"])
+        s = tf.gather(self.seq_embed, x["seq"])
         mask = sequence_mask(x["seq"], x["seq_len"], self.pad_index)
         s = s * mask[:, :, None]
         return s, mask, tf.reduce_mean(tf.reduce_sum(tf.square(s), axis=[1, 2]))

@@ -19,7 +19,7 @@ SIGNATURE = "predict"
 
 
 def _check_tf_model(model) -> None:
-    if not hasattr(model, "serving_spec") or not hasattr(model, "serving_module"):
+    if getattr(model, "family", None) != "tf" or not hasattr(model, "serving_module"):
         raise ValueError(f"{type(model).__name__} is not a TF model (WideDeep, FM, DeepFM, "
                          "YouTubeRanking, AutoInt, DIN); use save_knn or save_vector for it")
     model._require_fitted()

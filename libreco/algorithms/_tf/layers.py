@@ -111,6 +111,29 @@ def masked_mean(emb: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return total / tf.maximum(count, 1.0)
 
 
+def recency_positions(seq_len: tf.Tensor, length: int) -> tf.Tensor:
+    """(B, R) int32 recency of each entry of a left-aligned sequence: 0 for the most recent.
+
+    Entries past ``seq_len`` get ``length - 1`` (they are masked wherever they are used).
+    """
+    j = tf.range(length)[None, :]
+    r = seq_len[:, None] - 1 - j
+    return tf.where(r >= 0, r, length - 1)
+
+
+def recency_pool(emb: tf.Tensor, mask: tf.Tensor, weights: tf.Tensor,
+                 positions: tf.Tensor) -> tf.Tensor:
+    """Mean of (B, R, k) embeddings with learned per-recency weights (softmax over the valid).
+
+    ``weights`` is a (R,) variable of logits, one per recency (0 = most recent); at zero the
+    pool is the plain mean.
+    """
+    logits = tf.gather(weights, positions)
+    logits = tf.where(mask > 0, logits, tf.fill(tf.shape(logits), -1e9))
+    w = tf.nn.softmax(logits, axis=1) * mask
+    return tf.reduce_sum(w[:, :, None] * emb, axis=1)
+
+
 class SelfAttention:
     """One multi-head self-attention layer over field embeddings, with a residual connection.
 
@@ -147,17 +170,24 @@ class TargetAttention:
     """Attention of a candidate item over a behaviour sequence (Zhou et al., 2018, "DIN").
 
     The weight of each sequence item ``s`` for the candidate ``q`` comes from a small MLP on
-    ``[q, s, q - s, q * s]``; weights of invalid entries are masked out and the rest normalised
-    with a softmax, so an empty sequence pools to zeros.
+    ``[q, s, q - s, q * s, p]``, where ``p`` is a learned embedding of the item's recency
+    (0 for the most recent), so that both what the item is and how long ago it was consumed
+    count. Weights of invalid entries are masked out and the rest normalised with a softmax; an
+    empty sequence pools to zeros.
     """
 
-    def __init__(self, p: ParamStore, name: str, dim: int, units: Sequence[int]):
-        self.mlp = MLP(p, f"{name}/mlp", 4 * dim, units)
+    def __init__(self, p: ParamStore, name: str, dim: int, length: int, units: Sequence[int]):
+        self.recency = p.normal(f"{name}/recency", (length, dim))
+        self.length = length
+        self.mlp = MLP(p, f"{name}/mlp", 5 * dim, units)
         self.out = Dense(p, f"{name}/out", self.mlp.out_dim, 1)
 
-    def __call__(self, q: tf.Tensor, s: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    def __call__(self, q: tf.Tensor, s: tf.Tensor, mask: tf.Tensor,
+                 seq_len: tf.Tensor) -> tf.Tensor:
         qq = tf.broadcast_to(q[:, None, :], tf.shape(s))
-        logits = self.out(self.mlp(tf.concat([qq, s, qq - s, qq * s], axis=-1)))[:, :, 0]
+        pos = tf.gather(self.recency, recency_positions(seq_len, self.length))
+        features = tf.concat([qq, s, qq - s, qq * s, pos], axis=-1)
+        logits = self.out(self.mlp(features))[:, :, 0]
         logits = tf.where(mask > 0, logits, tf.fill(tf.shape(logits), -1e9))
         weights = tf.nn.softmax(logits, axis=1) * mask
         return tf.reduce_sum(weights[:, :, None] * s, axis=1)
