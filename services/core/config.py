@@ -11,6 +11,7 @@ validate settings without importing Flask or Redis.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -101,6 +102,13 @@ class Config:
         ``TF_SERVING_URL`` and ``LIBRECO_MODEL_DIR`` (tf family).
     tf_timeout : float
         ``LIBRECO_TF_TIMEOUT``: seconds to wait for TF Serving (tf family).
+    table_memory_mb : int
+        ``LIBRECO_TABLE_MEMORY_MB``: how large a per-version table (e.g. ItemCF's neighbour
+        lists) a worker may copy into its memory to answer without reading it from Redis per
+        request; 0 keeps every table in Redis.
+    environ : mapping
+        The variables the configuration was read from (overrides applied), for the settings a
+        family reads itself (e.g. ``LIBRECO_TF_CANDIDATES``).
     """
 
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -114,6 +122,8 @@ class Config:
     tf_serving_url: str | None = None
     model_dir: str | None = None
     tf_timeout: float = 2.0
+    table_memory_mb: int = 512
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -158,11 +168,12 @@ class Config:
         tf_url = r.get("TF_SERVING_URL", None, _http_url) or None
         model_dir = r.get("LIBRECO_MODEL_DIR", None, str) or None
         tf_timeout = r.get("LIBRECO_TF_TIMEOUT", d.tf_timeout, _positive_float)
+        table_mb = r.get("LIBRECO_TABLE_MEMORY_MB", d.table_memory_mb, _non_negative_int)
         r.raise_if_invalid()
         return cls(redis=redis, model=model, k_neighbors=k_neighbors, n_rec=n_rec,
                    max_n_rec=max_n_rec, cold_start=cold_start, poll_interval=poll,
                    log_level=log_level, tf_serving_url=tf_url, model_dir=model_dir,
-                   tf_timeout=tf_timeout)
+                   tf_timeout=tf_timeout, table_memory_mb=table_mb, environ=env)
 
 
 @dataclass(frozen=True)
@@ -201,8 +212,11 @@ def is_model_name(name: str) -> bool:
     return _is_model_name(name)
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _is_model_name(name: str) -> bool:
-    return 0 < len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
+    return _MODEL_NAME.fullmatch(name) is not None
 
 
 # -- parsing helpers ------------------------------------------------------------------------
@@ -253,6 +267,16 @@ def _positive_int(raw: str) -> int:
         raise ValueError("a positive integer") from None
     if value < 1:
         raise ValueError("a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("an integer >= 0") from None
+    if value < 0:
+        raise ValueError("an integer >= 0")
     return value
 
 

@@ -40,10 +40,13 @@ class Fallback:
         Inner items in the order they rank (e.g. by popularity).
     scores : np.ndarray of float, shape (n,), or float
         Their scores, in the same (non-increasing) order, or one score shared by all.
+    offset : float
+        Added to every score (a per-user term over a per-version list).
     """
 
     items: np.ndarray
     scores: np.ndarray | float
+    offset: float = 0.0
 
 
 @dataclass
@@ -53,8 +56,9 @@ class Candidates:
     Attributes
     ----------
     items : np.ndarray of int, shape (n,)
-        Inner item indices, each at most once; ``-1`` entries are ignored.
+        Inner item indices (>= 0), each at most once.
     scores : np.ndarray of float, shape (n,)
+        Non-finite scores are dropped.
     exclude : np.ndarray of int
         Items never to return (the user's consumed items).
     fallback : Fallback or None
@@ -151,30 +155,33 @@ def rank(c: Candidates, n_rec: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    items : np.ndarray of int64, shape (<= n_rec,)
+    items : np.ndarray of int, shape (<= n_rec,)
     scores : np.ndarray of float64, same shape
     """
-    items = np.asarray(c.items, dtype=np.int64)
-    scores = np.asarray(c.scores, dtype=np.float64)
-    exclude = np.asarray(c.exclude, dtype=np.int64)
+    items, scores, exclude = c.items, np.asarray(c.scores, dtype=np.float64), c.exclude
     drop = member_mask(items, exclude)
-    drop |= items < 0
     drop |= ~np.isfinite(scores)
     if drop.any():
         keep = ~drop
         items, scores = items[keep], scores[keep]
     order = top_order(items, scores, n_rec)
-    if c.fallback is None:
-        return items[order], scores[order]
-    # the unlisted items that can still make the top n_rec, in their list's order
     fb = c.fallback
+    if fb is None:
+        return items[order], scores[order]
+    if isinstance(fb.scores, np.ndarray):
+        best_fallback = float(fb.scores[0]) + fb.offset if len(fb.scores) else -np.inf
+    else:
+        best_fallback = float(fb.scores) + fb.offset
+    if len(order) == n_rec and scores[order[-1]] >= best_fallback:
+        return items[order], scores[order]  # no unlisted item can enter the answer
+    # the unlisted items that can still make the top n_rec, in their list's order
     listed_and_excluded = np.concatenate([exclude, items])
     span = n_rec + len(listed_and_excluded)
-    head = np.asarray(fb.items[:span], dtype=np.int64)
+    head = np.asarray(fb.items[:span])
     if isinstance(fb.scores, np.ndarray):
-        head_scores = np.asarray(fb.scores[:span], dtype=np.float64)
+        head_scores = np.asarray(fb.scores[:span], dtype=np.float64) + fb.offset
     else:
-        head_scores = np.full(len(head), float(fb.scores))
+        head_scores = np.full(len(head), float(fb.scores) + fb.offset)
     fresh = ~member_mask(head, listed_and_excluded)
     head, head_scores = head[fresh][:n_rec], head_scores[fresh][:n_rec]
     merged_items = np.concatenate([items[order], head])

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from services.core import metrics
@@ -43,13 +44,20 @@ class Store:
 
     Failures are counted in ``libreco_store_errors_total`` and logged at most once every
     ``LOG_EVERY`` seconds per worker (with the number of failures since the last line), so an
-    outage does not flood the log. The client reconnects by itself on the next call.
+    outage does not flood the log. Connections are re-opened by the next call.
+
+    :meth:`command` is the per-request path: one read-only command on a connection owned by
+    the calling thread, packed and parsed with the client's connection class but without the
+    client's pool and retry layers (a standalone or Sentinel client; a Cluster client goes
+    through its own routing).
     """
 
     def __init__(self, client: RedisClient):
         self.client = client
         self._last_log = 0.0
         self._unlogged = 0
+        self._local = threading.local()
+        self._direct = not isinstance(client, RedisCluster)
 
     def fail(self, what: str, error: Exception) -> NoReturn:
         metrics.store_error()
@@ -65,15 +73,56 @@ class Store:
         raise StoreUnavailable(f"the model store is unavailable ({what} failed: "
                                f"{type(error).__name__}); try again shortly")
 
+    def command(self, *args: bytes | str | int, what: str = "read") -> Any:
+        """Run one read-only command in one round trip and return its answer.
+
+        A connection that went stale while idle (e.g. Redis restarted) is re-opened and the
+        command sent once more; any other failure is a 503.
+        """
+        if not self._direct:
+            try:
+                return self.client.execute_command(*args)
+            except redis.exceptions.RedisError as e:
+                self.fail(what, e)
+        packed = pack_command(args)
+        local = self._local
+        for attempt in (0, 1):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = self.client.connection_pool.make_connection()
+                local.proven = False
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                answer = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                raise  # run() loads the script and tries again
+            except redis.exceptions.ResponseError as e:
+                self.fail(what, e)
+            except redis.exceptions.RedisError as e:
+                conn.disconnect()
+                stale = local.proven and isinstance(e, redis.exceptions.ConnectionError)
+                local.proven = False
+                if attempt == 0 and stale:
+                    continue
+                self.fail(what, e)
+            local.proven = True
+            return answer
+        raise AssertionError("unreachable")
+
     def script(self, lua: str) -> Script:
         """Register a Lua script; run it with :meth:`run`."""
         return self.client.register_script(lua)
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any],
             what: str = "read") -> Any:
-        """Run a script in one round trip (all ``keys`` must share a hash tag)."""
+        """Run a read-only script in one round trip (all ``keys`` must share a hash tag)."""
+        if self._direct:
+            try:
+                return self.command("EVALSHA", script.sha, len(keys), *keys, *args, what=what)
+            except redis.exceptions.NoScriptError:
+                pass  # Redis restarted without its script cache
         try:
-            return script(keys=keys, args=args)
+            return script(keys=keys, args=args)  # loads the script when Redis lost it
         except redis.exceptions.RedisError as e:
             self.fail(what, e)
 
@@ -93,6 +142,18 @@ class Store:
             self.client.ping()
         except redis.exceptions.RedisError as e:
             self.fail("ping", e)
+
+
+def pack_command(args: Sequence[bytes | str | int]) -> bytes:
+    """The RESP encoding of one command."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def member_mask(values: np.ndarray, pool: np.ndarray) -> np.ndarray:

@@ -1,8 +1,13 @@
 """Scoring of the knn family (UserCF, ItemCF) from the neighbour lists in Redis.
 
-Each request is one round trip: a Lua script reads the user's consumed items and the
-neighbour lists it needs inside the version's hash slot and returns them as two or a few
-binary strings, which numpy decodes without a Python loop over items.
+Each request is one Redis round trip, decoded by numpy without a Python loop over items:
+
+* when the version's neighbour table fits in ``LIBRECO_TABLE_MEMORY_MB`` (20,000 rows of 20
+  neighbours take 3 MB), each worker copies it once per version and a request reads only the
+  consumed lists it needs (ItemCF: the user's, one ``HGET``; UserCF: the user's and the
+  neighbours', one ``HMGET``);
+* otherwise a Lua script reads the user's consumed items and the neighbour lists they need
+  inside the version's hash slot and returns them as a few binary strings.
 
 Scores, with ``N_k(x)`` the first ``k`` (``k_neighbors``) saved neighbours of ``x``, ``I(u)``
 the items user ``u`` consumed and ``r`` the training labels:
@@ -11,10 +16,11 @@ the items user ``u`` consumed and ``r`` the training labels:
 * user-based: ``total(u, j) = sum_{v in N_k(u)} sim(u, v) * r_vj``;
 * ``task="ranking"`` ranks by ``total``, and items no neighbour reaches score 0 (the most
   popular of them fill an answer that runs short);
-* ``task="rating"`` ranks by a centred weighted mean: item-based
-  ``m_j + sum sim(i, j) (r_ui - m_i) / sum sim(i, j)`` with item means ``m``, user-based
-  ``m_u + sum sim(u, v) (r_vj - m_v) / sum sim(u, v)`` with user means; items no neighbour
-  reaches score ``m_j`` (item-based) or ``m_u`` (user-based).
+* ``task="rating"`` ranks by the baseline ``b_uj = base_users[u] + base_items[j]`` plus the
+  similarity-weighted mean residual of the same neighbours: item-based
+  ``b_uj + sum sim(i, j) (r_ui - b_ui) / sum sim(i, j)``, user-based
+  ``b_uj + sum sim(u, v) (r_vj - b_vj) / sum sim(u, v)`` over the neighbours who consumed
+  ``j``; items no neighbour reaches score ``b_uj``.
 
 These are the scores :class:`libreco.algorithms.ItemCF` and ``UserCF`` rank by in
 ``recommend_user`` when ``k_neighbors`` equals the model's ``k_sim``.
@@ -87,19 +93,22 @@ _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
-def group(items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort ``items`` and find the runs of equal ones.
+def group(items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort ``items`` (inner indices below ``n_items``) and find the runs of equal ones.
 
     Returns the distinct items (ascending), the start of each run in the sorted order, and
     the sorting permutation: ``np.add.reduceat(x[order], starts)`` sums ``x`` per item.
+    Catalogues of up to 65,536 items sort as 16-bit keys (a radix sort, several times
+    faster than sorting 32-bit ones).
     """
-    order = np.argsort(items, kind="stable")
+    keys = items.astype(np.uint16) if n_items <= 1 << 16 else items
+    order = np.argsort(keys, kind="stable")
     ordered = items[order]
     first = np.empty(len(ordered), dtype=bool)
-    first[0] = True
+    first[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    return ordered[starts].astype(np.int64), starts, order
+    return ordered[starts], starts, order
 
 
 @dataclass(frozen=True)
@@ -112,20 +121,25 @@ class KnnVersion:
         Neighbours saved per row.
     based_on : {"item", "user"}
     task : {"ranking", "rating"}
-    item_means : np.ndarray of float64, shape (n_items,)
-        Mean training label per item (rating ItemCF centres on it).
+    base_users, base_items : np.ndarray of float64, shapes (n_users,) and (n_items,)
+        The rating baseline ``b_uj = base_users[u] + base_items[j]``.
     popular : Fallback
         Unlisted items at score 0, most popular first (ranking).
-    by_mean : Fallback
-        Unlisted items at their mean label, highest first (rating ItemCF).
+    by_base : Fallback
+        Unlisted items by ``base_items``, highest first (rating; offset by the user's term).
+    neighbours, similarities : np.ndarray, shape (n, k), int32 and float64, or None
+        The neighbour lists in memory, or None when they are read from Redis per request.
     """
 
     k: int
     based_on: str
     task: str
-    item_means: np.ndarray
+    base_users: np.ndarray
+    base_items: np.ndarray
     popular: Fallback
-    by_mean: Fallback
+    by_base: Fallback
+    neighbours: np.ndarray | None
+    similarities: np.ndarray | None
 
 
 class KnnHandler(FamilyHandler):
@@ -133,6 +147,7 @@ class KnnHandler(FamilyHandler):
     ``k``) neighbours per consumed item or per user."""
 
     family = "knn"
+    TABLE_BATCH = 4096  # rows per HMGET while copying a neighbour table
 
     def __init__(self, store: Store, config: Config):
         super().__init__(store, config)
@@ -148,16 +163,45 @@ class KnnHandler(FamilyHandler):
             raise StoreUnavailable(f"{bad} ({e})") from None
         if based_on not in ("item", "user") or task not in ("ranking", "rating") or k < 1:
             raise StoreUnavailable(bad)
-        raw = self.store.pipeline_execute([("get", (version.keys.data("item_means"),))],
-                                          what="version read")[0]
-        if raw is None or len(raw) != 4 * version.n_items:
+        raw_users, raw_items = self.store.pipeline_execute([
+            ("get", (version.keys.data("base_users"),)),
+            ("get", (version.keys.data("base_items"),)),
+        ], what="version read")
+        if raw_users is None or len(raw_users) != 4 * version.n_users or \
+                raw_items is None or len(raw_items) != 4 * version.n_items:
             raise StoreUnavailable(f"model {version.name!r} version {version.version} has no "
-                                   "valid item means")
-        means = np.frombuffer(raw, dtype="<f4").astype(np.float64)
-        by_mean = np.argsort(-means, kind="stable")
-        return KnnVersion(k=k, based_on=based_on, task=task, item_means=means,
-                          popular=Fallback(version.popular_items, 0.0),
-                          by_mean=Fallback(by_mean, means[by_mean]))
+                                   "valid baseline tables")
+        base_users = np.frombuffer(raw_users, dtype="<f4").astype(np.float64)
+        base_items = np.frombuffer(raw_items, dtype="<f4").astype(np.float64)
+        by_base = np.argsort(-base_items, kind="stable")
+        n_rows = version.n_items if based_on == "item" else version.n_users
+        table = self._table(version, n_rows, k)
+        neighbours = similarities = None
+        if table is not None:
+            neighbours = table["index"].copy()
+            similarities = table["value"].astype(np.float64)
+            if based_on == "item":  # padding points at the sentinel item n_items, weight 0
+                neighbours[neighbours < 0] = version.n_items
+        return KnnVersion(k=k, based_on=based_on, task=task, base_users=base_users,
+                          base_items=base_items, popular=Fallback(version.popular_items, 0.0),
+                          by_base=Fallback(by_base, base_items[by_base]),
+                          neighbours=neighbours, similarities=similarities)
+
+    def _table(self, version: ModelVersion, n_rows: int, k: int) -> np.ndarray | None:
+        """The whole neighbour table when it fits the memory budget."""
+        if n_rows * k * 12 > self.config.table_memory_mb * 2**20:  # int32 + float64
+            return None
+        key = version.keys.data("sim")
+        rows = []
+        for start in range(0, n_rows, self.TABLE_BATCH):
+            fields = [str(r) for r in range(start, min(start + self.TABLE_BATCH, n_rows))]
+            rows.extend(self.store.pipeline_execute([("hmget", (key, fields))],
+                                                    what="version read")[0])
+        width = k * RECORD.itemsize
+        if any(row is None or len(row) != width for row in rows):
+            raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
+                                   "missing or malformed neighbour lists")
+        return np.frombuffer(b"".join(rows), dtype=RECORD).reshape(n_rows, k)
 
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)
@@ -173,71 +217,95 @@ class KnnHandler(FamilyHandler):
     def _item_based_scores(self, version: ModelVersion, info: KnnVersion, user: int,
                            k: int) -> Candidates:
         keys = version.keys
-        own, rows = self.store.run(self._item_based,
-                                   [keys.data("consumed"), keys.data("sim")],
-                                   [user, k * RECORD.itemsize])
-        consumed = np.frombuffer(own, dtype=RECORD)
-        table = np.frombuffer(rows, dtype=RECORD)
-        if len(table) != len(consumed) * k:
-            raise StoreUnavailable(f"model {version.name!r}: neighbour lists read back with "
-                                   "an unexpected size")
-        exclude = consumed["index"].astype(np.int64)
+        n_items = version.n_items
+        if info.neighbours is not None:
+            own = self.store.command("HGET", keys.data("consumed"), user)
+            consumed = np.frombuffer(own or b"", dtype=RECORD)
+            exclude = consumed["index"]
+            neighbours = info.neighbours.take(exclude, axis=0)
+            sims = info.similarities.take(exclude, axis=0)
+            if k < info.k:
+                neighbours, sims = neighbours[:, :k], sims[:, :k]
+        else:
+            own, rows = self.store.run(self._item_based,
+                                       [keys.data("consumed"), keys.data("sim")],
+                                       [user, k * RECORD.itemsize])
+            consumed = np.frombuffer(own, dtype=RECORD)
+            exclude = consumed["index"]
+            table = np.frombuffer(rows, dtype=RECORD)
+            if len(table) != len(consumed) * k:
+                raise StoreUnavailable(f"model {version.name!r}: neighbour lists read back "
+                                       "with an unexpected size")
+            neighbours = np.where(table["index"] < 0, n_items, table["index"])
+            sims = table["value"].astype(np.float64)
         rating = info.task == "rating"
-        fallback = info.by_mean if rating else info.popular
-        neighbours = table["index"]
-        valid = neighbours >= 0
-        if not valid.any():
+        fallback = self._fallback(info, user)
+        if len(exclude) == 0:
             return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
         labels = consumed["value"].astype(np.float64)
-        if rating:  # r_ui - m_i
-            labels = labels - info.item_means[exclude]
-        sims = table["value"].astype(np.float64)[valid]
-        items, starts, order = group(neighbours[valid])
-        total = np.add.reduceat((sims * np.repeat(labels, k)[valid])[order], starts)
+        if rating:  # r_ui - b_ui
+            labels -= info.base_users[user] + info.base_items[exclude]
+        sims = sims.reshape(len(exclude), -1)
+        contribution = (sims * labels[:, None]).ravel()
+        items, starts, order = group(neighbours.ravel(), n_items + 1)
+        total = np.add.reduceat(contribution[order], starts)
+        n = len(items) - 1 if items[-1] == n_items else len(items)  # drop the sentinel
+        items, total = items[:n], total[:n]
         if not rating:
             return Candidates(items, total, exclude, fallback)
-        # m_j + sum sim(i, j) (r_ui - m_i) / sum sim(i, j)
-        weight = np.add.reduceat(sims[order], starts)
-        scores = info.item_means[items] + np.divide(total, weight, out=np.zeros_like(total),
-                                                    where=weight > 0)
-        return Candidates(items, scores, exclude, fallback)
+        weight = np.add.reduceat(sims.ravel()[order], starts)[:n]
+        return Candidates(items, _with_baseline(info, user, items, total, weight),
+                          exclude, fallback)
 
     def _user_based_scores(self, version: ModelVersion, info: KnnVersion, user: int,
                            k: int) -> Candidates:
         keys = version.keys
-        found = self.store.run(self._user_based, [keys.data("sim"), keys.data("consumed")],
-                               [user, k])
-        consumed = np.frombuffer(found[0], dtype=RECORD)
-        neighbours = np.frombuffer(found[1], dtype=RECORD)
-        exclude = consumed["index"].astype(np.int64)
+        if info.neighbours is not None:
+            row = info.neighbours[user, :k]
+            valid = row >= 0
+            neighbour_ids, neighbour_sims = row[valid], info.similarities[user, :k][valid]
+            found = self.store.command("HMGET", keys.data("consumed"), user,
+                                       *neighbour_ids.tolist())
+            found = [found[0], None, *found[1:]]
+        else:
+            found = self.store.run(self._user_based, [keys.data("sim"), keys.data("consumed")],
+                                   [user, k])
+            row = np.frombuffer(found[1], dtype=RECORD)
+            neighbour_ids, neighbour_sims = row["index"], row["value"].astype(np.float64)
+        consumed = np.frombuffer(found[0] or b"", dtype=RECORD)
+        exclude = consumed["index"]
         rating = info.task == "rating"
-        own_mean = _mean32(consumed["value"]) if rating else 0.0
-        fallback = Fallback(version.popular_items, own_mean) if rating else info.popular
-        lists = [b for b in found[2:] if b]
-        lengths = np.fromiter((len(b) // RECORD.itemsize for b in found[2:]), dtype=np.int64,
-                              count=len(found) - 2)
-        if not lists:
+        fallback = self._fallback(info, user)
+        raw = [b or b"" for b in found[2:]]
+        lengths = np.fromiter((len(b) // RECORD.itemsize for b in raw), dtype=np.int64,
+                              count=len(raw))
+        if not lengths.any():
             return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
-        records = np.frombuffer(b"".join(lists), dtype=RECORD)
-        present = lengths > 0
-        lengths = lengths[present]
-        sims = np.repeat(neighbours["value"][:len(present)][present].astype(np.float64),
-                         lengths)
+        records = np.frombuffer(b"".join(raw), dtype=RECORD)
+        sims = np.repeat(neighbour_sims[:len(lengths)], lengths)
         labels = records["value"].astype(np.float64)
-        if rating:  # r_vj - m_v
-            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            means = (np.add.reduceat(labels, starts) / lengths).astype(np.float32)
-            labels = labels - np.repeat(means.astype(np.float64), lengths)
-        items, starts, order = group(records["index"])
+        if rating:  # r_vj - b_vj
+            owners = np.repeat(neighbour_ids[:len(lengths)], lengths)
+            labels = labels - (info.base_users[owners] + info.base_items[records["index"]])
+        items, starts, order = group(records["index"], version.n_items)
         total = np.add.reduceat((sims * labels)[order], starts)
         if not rating:
             return Candidates(items, total, exclude, fallback)
-        # m_u + sum sim(u, v) (r_vj - m_v) / sum sim(u, v)
         weight = np.add.reduceat(sims[order], starts)
-        scores = own_mean + np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
-        return Candidates(items, scores, exclude, fallback)
+        return Candidates(items, _with_baseline(info, user, items, total, weight),
+                          exclude, fallback)
+
+    @staticmethod
+    def _fallback(info: KnnVersion, user: int) -> Fallback:
+        """Scores of the items no neighbour reaches: 0, or the baseline ``b_uj``."""
+        if info.task != "rating":
+            return info.popular
+        fb = info.by_base
+        return Fallback(fb.items, fb.scores, offset=float(info.base_users[user]))
 
 
-def _mean32(values: np.ndarray) -> float:
-    """The mean as the library keeps it (float32)."""
-    return float(np.float32(values.astype(np.float64).mean())) if len(values) else 0.0
+def _with_baseline(info: KnnVersion, user: int, items: np.ndarray, total: np.ndarray,
+                   weight: np.ndarray) -> np.ndarray:
+    """``b_uj + total / weight`` with ``weight`` the summed similarities per item."""
+    offset = np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+    return info.base_users[user] + info.base_items[items] + offset

@@ -6,8 +6,9 @@ A knn version has three parts: ``ids`` (common), ``sim`` and ``consumed``.
 
 The ``sim`` part holds the hash ``sim``: inner item (ItemCF) or user (UserCF) -> its ``k``
 neighbours as ``RECORD`` bytes (neighbour, similarity), best first, padded with (-1, 0) to a
-fixed width of ``8 * k`` bytes; and the string ``item_means``: every item's mean training label
-as little-endian float32 (rating models centre on it).
+fixed width of ``8 * k`` bytes; and the strings ``base_users`` and ``base_items``: the rating
+baseline ``b_uj = base_users[u] + base_items[j]`` as little-endian float32 (rating models score
+neighbours' labels relative to it).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def sim2redis(path: str | os.PathLike, name: str | None = None,
     info = model.data_info()
     write_ids(writer, info)
     if not writer.has_part("sim"):
-        writer.write_part("sim", strings={"item_means": item_means(info).tobytes()},
+        base_users, base_items = baseline_tables(info)
+        writer.write_part("sim", strings={"base_users": base_users.tobytes(),
+                                          "base_items": base_items.tobytes()},
                           hashes={"sim": _neighbour_rows(model, info.n_users, info.n_items)})
     return finish(writer, started)
 
@@ -100,14 +103,16 @@ def knn_section(model: ModelDirectory) -> dict:
     return section
 
 
-def item_means(info: DataInfo) -> np.ndarray:
-    """Mean training label of every item (the global mean for items without one), float32."""
-    n = info.n_items
-    counts = np.bincount(info.consumed_items, minlength=n)
-    sums = np.bincount(info.consumed_items, weights=info.consumed_labels.astype(np.float64),
-                       minlength=n)
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), info.global_mean)
-    return means.astype("<f4")
+def baseline_tables(info: DataInfo) -> tuple[np.ndarray, np.ndarray]:
+    """The rating baseline ``b_uj = base_users[u] + base_items[j]`` the models predict with.
+
+    Computed by :func:`libreco.algorithms._knn.baseline` from the training labels, so that
+    the service's rating scores stay those of ``recommend_user``.
+    """
+    from libreco.algorithms._knn import baseline
+
+    base_users, base_items = baseline(info.user_consumed)
+    return np.asarray(base_users, dtype="<f4"), np.asarray(base_items, dtype="<f4")
 
 
 def _writer(model: ModelDirectory, name: str | None, client: RedisClient) -> VersionWriter:

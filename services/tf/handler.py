@@ -245,7 +245,7 @@ class TFHandler(FamilyHandler):
 
     def __init__(self, store: Store, config: Config):
         super().__init__(store, config)
-        self.settings = TFSettings.from_env()
+        self.settings = TFSettings.from_env(config.environ or None)
         self.scorer = make_scorer(config, self.settings)
         self._read_user = store.script(READ_USER)
 

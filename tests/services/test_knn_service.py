@@ -118,6 +118,18 @@ def test_fewer_neighbours_match_a_plain_reference(client, loaded, algo, k):
         np.testing.assert_allclose([s for _, s in got], [s for _, s in ranked], rtol=1e-5)
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_tables_in_redis_or_in_memory_answer_alike(redis_server, loaded, algo):
+    in_memory = make_app(redis_server.url).test_client()
+    in_redis = make_app(redis_server.url, LIBRECO_TABLE_MEMORY_MB="0").test_client()
+    assert in_memory.application.extensions["libreco"].models.get(algo).extra.neighbours \
+        is not None
+    assert in_redis.application.extensions["libreco"].models.get(algo).extra.neighbours is None
+    for inner in range(0, 300, 13):
+        body = {"user": loaded.info.id2user[inner], "n_rec": 12, "k_neighbors": 1 + inner % 20}
+        assert answer(in_memory, algo, body) == answer(in_redis, algo, body)
+
+
 def test_k_neighbors_is_capped_at_the_saved_k(client, loaded):
     user = loaded.info.id2user[3]
     saved = loaded.models["item_cf"].k_sim
@@ -135,9 +147,10 @@ def test_default_k_neighbors_and_n_rec_come_from_the_environment(redis_server, l
     assert len(pairs(implicit)) == 4
 
 
-def test_rating_models_match_recommend_user(redis_server, redis_client, tmp_path):
+@pytest.mark.parametrize("memory", ["512", "0"])
+def test_rating_models_match_recommend_user(redis_server, redis_client, tmp_path, memory):
     models = KnnModels(tmp_path, seed=5, task="rating")
-    client = make_app(redis_server.url).test_client()
+    client = make_app(redis_server.url, LIBRECO_TABLE_MEMORY_MB=memory).test_client()
     for algo in ALGOS:
         load_knn(models.paths[algo], client=redis_client)
         model = models.models[algo]
