@@ -47,8 +47,9 @@ class ALS(VectorRecommender):
         Number of latent factors.
     n_epochs : int
         Alternations (users then items).
-    reg : float
-        L2 penalty (per row's ratings count for ``task="rating"``).
+    reg : float, optional
+        L2 penalty (times each row's number of ratings for ``task="rating"``); by default 10
+        for ranking and 0.1 for rating.
     alpha : float
         Confidence slope for ``task="ranking"``; unused for rating.
     use_cg : bool
@@ -66,7 +67,7 @@ class ALS(VectorRecommender):
     compiled = True  # the numba CG kernel; False runs the numpy reference (same iterates)
 
     def __init__(self, task: str, data_info, embed_size: int = 64, n_epochs: int = 15,
-                 reg: float | None = None, alpha: float = 10.0, use_cg: bool = True,
+                 reg: float | None = None, alpha: float = 2.0, use_cg: bool = True,
                  cg_steps: int = 3, init_std: float = 0.01, seed: int = 42):
         super().__init__(task, data_info, **own_params(ALS, locals()))
         check_positive("embed_size", embed_size, integer=True)
@@ -75,7 +76,7 @@ class ALS(VectorRecommender):
         check_positive("alpha", alpha, allow_zero=True)
         check_positive("init_std", init_std, allow_zero=True)
         if reg is None:
-            reg = self.params["reg"] = 0.1 if task == "rating" else 1.0
+            reg = self.params["reg"] = 0.1 if task == "rating" else 10.0
         check_positive("reg", reg, allow_zero=True)
         self.embed_size = int(embed_size)
         self.n_epochs = int(n_epochs)

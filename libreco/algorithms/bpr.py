@@ -58,7 +58,7 @@ class BPR(VectorRecommender):
     tasks = ("ranking",)
 
     def __init__(self, task: str = "ranking", data_info=None, embed_size: int = 64,
-                 n_epochs: int = 30, lr: float = 0.05, reg: float = 0.002,
+                 n_epochs: int = 20, lr: float = 0.05, reg: float = 0.01,
                  batch_size: int = 65536, init_std: float = 0.05, seed: int = 42):
         super().__init__(task, data_info, **own_params(BPR, locals()))
         check_positive("embed_size", embed_size, integer=True)
@@ -135,3 +135,4 @@ class BPR(VectorRecommender):
                     end_epoch(self.algorithm, epoch, self.n_epochs, started, verbose,
                               bpr_loss=total / n)
                     total, started = 0.0, time.perf_counter()
+        next(bar, None)  # closes a progress bar
