@@ -43,7 +43,7 @@ MODELS = [
     ("als", [],
      ["services/vector/vector_request.py", "--user", "1", "--n_rec", "10",
       "--use_faiss", "false"]),
-    ("din", ["--param", "n_epochs=2"],
+    ("din", ["--param", "n_epochs=2", "--tf-serving-dir", "{models_dir}/tf_serving"],
      ["services/tf/tf_request.py", "--user", "1", "--n_rec", "10", "--algo", "din"]),
 ]
 HANDLER_MODULES = {"knn": "services.knn.handler", "vector": "services.vector.handler",
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if port_in_use(args.port):
         log.error("port %d is in use; stop what listens there or pass --port", args.port)
         return 2
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         targs = build_parser().parse_args(
             ["train", "--algorithm", algorithm, "--generate", str(args.interactions),
-             "--output", str(models_dir / algorithm), "--verbose", "0", *extra])
+             "--output", str(models_dir / algorithm), "--verbose", "0",
+             *(a.format(models_dir=models_dir) for a in extra)])
         summary = train(targs)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items())
         log.info("trained %s in %.1fs: %s", algorithm, time.perf_counter() - t, shown)
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                             str(models_dir / algorithm)], env=env, cwd=ROOT, check=True)
         metrics_dir = tmp / "prometheus"
         metrics_dir.mkdir()
+        if "TF_SERVING_URL" not in env:  # TF models evaluated in the workers
+            env.setdefault("LIBRECO_MODEL_DIR", str(models_dir / "tf_serving"))
         env.update({"LIBRECO_PORT": str(args.port), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                     "LIBRECO_WORKERS": env.get("LIBRECO_WORKERS", "2")})
         gunicorn = subprocess.Popen(
