@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(gunicorn)
         wait_http(f"http://127.0.0.1:{args.port}/healthz", 60, gunicorn)
         for algorithm, _, request in chosen:
-            cmd = [sys.executable, *request, "--port", str(args.port)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            # a worker loads a TF model on its first request for it: allow for a slow machine
+            cmd = [sys.executable, *request, "--port", str(args.port), "--timeout", "120"]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
             print(f"\n$ python {' '.join(request)}")
             print(out.stdout.strip() or out.stderr.strip())
             if out.returncode != 0:

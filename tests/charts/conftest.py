@@ -21,7 +21,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "libreco"
-SCHEMAS = REPO / ".." / "shared" / "schemas"
+
+
+def schemas_dir() -> Path:
+    """The skaffold and Prometheus Operator schemas: ``LIBRECO_SCHEMAS_DIR``, else the
+    ``shared/schemas`` folder beside the checkout, else the workspace's ``/work/shared``."""
+    candidates = [os.environ.get("LIBRECO_SCHEMAS_DIR", ""), REPO.parent / "shared" / "schemas",
+                  "/work/shared/schemas"]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared" / "schemas"  # missing: the tests that need it say so
+
+
+SCHEMAS = schemas_dir()
 KUBE_VERSIONS = ("1.31", "1.35")
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "recs"
