@@ -12,9 +12,15 @@ A request ranks the candidate items for one user with the exported network:
 3. the candidates are every item the user has not consumed, or with
    ``LIBRECO_TF_CANDIDATES=N`` the ``N`` most popular of them (at least ``n_rec``); their
    inputs are the user's row repeated beside each item's row of the version's item tables,
-   which every worker holds in memory;
+   which every worker holds in memory, laid out as one columnar batch
+   (:mod:`services.tf.inputs`; for TF Serving each item's part of the JSON is rendered once
+   per version);
 4. TF Serving (``TF_SERVING_URL``) or the SavedModel in the worker (``LIBRECO_MODEL_DIR``)
    scores them in one call (:mod:`services.tf.scoring`), and the best ``n_rec`` are returned.
+
+The request's ``"algo"`` (the guide's request script sends it) is optional; when given it must
+be the URL's model name or that model's algorithm (``/din_b/recommend`` with ``"algo": "din"``),
+otherwise the answer is a 400 naming the field.
 
 Items in the request's ``seq`` count as consumed and are never recommended. A user unknown to
 the model is scored with the unknown-user slot when the request gives something the model reads
@@ -42,6 +48,7 @@ from services.core.errors import BadRequest, ServiceError, StoreUnavailable
 from services.core.family import Candidates, FamilyHandler
 from services.core.store import RECORD
 from services.core.versions import ActiveModels, ModelVersion, Store, member_mask
+from services.tf.inputs import BatchInputs, InputLayout, RankingBatch, input_spec
 from services.tf.scoring import (
     InProcessScorer,
     Probe,
@@ -201,15 +208,16 @@ class TFVersion:
     Attributes
     ----------
     spec : ModelSpec
-    item_sparse : np.ndarray of int32, shape (n_items + 1, n_item_sparse)
-    item_dense : np.ndarray of float32, shape (n_items + 1, n_item_dense)
+    layout : InputLayout
+        The item tables (``item_sparse`` int32 of shape (n_items + 1, n_item_sparse),
+        ``item_dense`` float32 of shape (n_items + 1, n_item_dense)) and how a request's
+        batch becomes model inputs.
     link : ServingLink
         The exported version this Redis version scores with.
     """
 
     spec: ModelSpec
-    item_sparse: np.ndarray
-    item_dense: np.ndarray
+    layout: InputLayout
     link: ServingLink
     item_lookup: dict = field(default_factory=dict, repr=False)
 
@@ -263,6 +271,12 @@ class TFHandler(FamilyHandler):
                                                                          spec.n_item_sparse)
             item_dense = np.frombuffer(raw_dense, dtype="<f4").reshape(rows, spec.n_item_dense)
             probe = Probe.from_json(raw_probe, spec.inputs) if raw_probe is not None else None
+            layout = InputLayout(input_spec(spec.inputs, spec.n_user_sparse, spec.n_item_sparse,
+                                            spec.n_user_dense, spec.n_item_dense,
+                                            spec.recent_num, spec.pad_index),
+                                 item_sparse, item_dense)
+            if isinstance(self.scorer, RestScorer):
+                layout.fragments()  # the items' JSON text, before the first request needs it
         except (TypeError, ValueError, KeyError) as e:
             raise StoreUnavailable(f"{bad} ({type(e).__name__}: {e})") from None
         lookup: dict = {}
@@ -271,7 +285,7 @@ class TFHandler(FamilyHandler):
         for i, item in enumerate(version.item_ids):
             lookup.setdefault(str(item), i)
         link = ServingLink(self.scorer, spec.serving_name, probe, self.config.poll_interval)
-        return TFVersion(spec, item_sparse, item_dense, link, lookup)
+        return TFVersion(spec, layout, link, lookup)
 
     def check_ready(self, models: ActiveModels, names: Sequence[str]) -> None:
         """Ready when each active model has an exported version to score with (TF Serving
@@ -282,6 +296,7 @@ class TFHandler(FamilyHandler):
     # -- per request ----------------------------------------------------------------------------
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> TFRequest:
         tv: TFVersion = version.extra
+        _check_algo(body.get("algo"), version)
         seq = _parse_seq(body.get("seq"), tv)
         sparse, dense = _parse_user_feats(body.get("user_feats"), tv.spec)
         return TFRequest(seq=seq, sparse=sparse, dense=dense)
@@ -308,9 +323,9 @@ class TFHandler(FamilyHandler):
             seq = req.seq
             exclude = np.concatenate([consumed, req.seq.astype(np.int64)])
         items = self._candidate_items(version, exclude, n_rec)
-        inputs = build_inputs(spec, tv, spec.n_users if user < 0 else user, items,
-                              user_sparse, user_dense, seq)
-        scores = tv.link.score(inputs)
+        batch = RankingBatch(spec.n_users if user < 0 else user, items, user_sparse, user_dense,
+                             seq)
+        scores = tv.link.score(BatchInputs(tv.layout, batch))
         return Candidates(items, scores.astype(np.float64), exclude)
 
     def _cold_start(self, version: ModelVersion, n_rec: int) -> Candidates:
@@ -356,36 +371,13 @@ class TFHandler(FamilyHandler):
         return pool.astype(np.int64, copy=False)
 
 
-def build_inputs(spec: ModelSpec, tv: TFVersion, user: int, items: np.ndarray,
-                 user_sparse: np.ndarray, user_dense: np.ndarray,
-                 seq: np.ndarray) -> dict[str, np.ndarray]:
-    """Columnar inputs of the ``predict`` signature: one user beside each of ``items``.
-
-    Categorical and numeric rows are the user's fields followed by the item's; the sequence is
-    the last ``recent_num`` entries of ``seq``, left-aligned and padded with ``pad_index``.
-    """
-    n = len(items)
-    x: dict[str, np.ndarray] = {
-        "user_indices": np.full(n, user, dtype=np.int32),
-        "item_indices": items.astype(np.int32),
-    }
-    if "sparse_indices" in spec.inputs:
-        sparse = np.empty((n, spec.n_user_sparse + spec.n_item_sparse), dtype=np.int32)
-        sparse[:, :spec.n_user_sparse] = user_sparse
-        sparse[:, spec.n_user_sparse:] = tv.item_sparse[items]
-        x["sparse_indices"] = sparse
-    if "dense_values" in spec.inputs:
-        dense = np.empty((n, spec.n_user_dense + spec.n_item_dense), dtype=np.float32)
-        dense[:, :spec.n_user_dense] = user_dense
-        dense[:, spec.n_user_dense:] = tv.item_dense[items]
-        x["dense_values"] = dense
-    if spec.uses_sequence:
-        recent = seq[-spec.recent_num:] if len(seq) else seq
-        row = np.full(spec.recent_num, spec.pad_index, dtype=np.int32)
-        row[:len(recent)] = recent
-        x["seq"] = np.broadcast_to(row, (n, spec.recent_num))
-        x["seq_len"] = np.full(n, len(recent), dtype=np.int32)
-    return x
+def _check_algo(value: Any, version: ModelVersion) -> None:
+    """``algo`` is optional; when given it must name the URL's model or its algorithm."""
+    if value is None or value in (version.name, version.algorithm):
+        return
+    raise BadRequest(f"'algo' is {json.dumps(value)[:64]} but the URL names model {version.name!r} "
+                     f"({version.algorithm}); send the model's name or leave 'algo' out",
+                     field="algo")
 
 
 def _parse_seq(value: Any, tv: TFVersion) -> np.ndarray | None:

@@ -38,6 +38,7 @@ import numpy as np
 
 from services.core import metrics
 from services.core.errors import ServiceError
+from services.tf.inputs import ArrayInputs, ModelInputs
 
 log = logging.getLogger("libreco.services")
 
@@ -66,12 +67,12 @@ class Probe:
 
     Attributes
     ----------
-    inputs : dict of str -> np.ndarray
+    inputs : ArrayInputs
         Columnar inputs of the ``predict`` signature.
     scores : np.ndarray of float32, shape (n,)
     """
 
-    inputs: dict[str, np.ndarray]
+    inputs: ArrayInputs
     scores: np.ndarray
 
     @classmethod
@@ -79,7 +80,7 @@ class Probe:
         doc = json.loads(raw)
         inputs = {k: np.asarray(v, dtype=dtypes.get(k, "float32"))
                   for k, v in doc["inputs"].items()}
-        return cls(inputs, np.asarray(doc["scores"], dtype=np.float32))
+        return cls(ArrayInputs(inputs), np.asarray(doc["scores"], dtype=np.float32))
 
     def matches(self, scores: np.ndarray) -> bool:
         return scores.shape == self.scores.shape and bool(
@@ -130,8 +131,8 @@ class Scorer(ABC):
         ``probe`` is None); raises :class:`ScorerUnavailable` when there is none."""
 
     @abstractmethod
-    def score(self, binding: Binding, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """float32 scores of shape (n,) for columnar inputs of n rows.
+    def score(self, binding: Binding, inputs: ModelInputs) -> np.ndarray:
+        """float32 scores of shape (n,) for inputs of n rows.
 
         Raises :class:`VersionGone` when the bound version is no longer served and
         :class:`ScorerUnavailable` on any other failure.
@@ -252,12 +253,12 @@ class RestScorer(Scorer):
             return Binding(name, None, False)
         return self._pick(name, versions, probe)
 
-    def score(self, binding: Binding, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def score(self, binding: Binding, inputs: ModelInputs) -> np.ndarray:
         path = f"/v1/models/{binding.name}"
         if binding.version is not None:
             path += f"/versions/{binding.version}"
-        body = json.dumps({"signature_name": SIGNATURE,
-                           "inputs": {k: v.tolist() for k, v in inputs.items()}}).encode()
+        body = b'{"signature_name":"%s","inputs":%s}' % (SIGNATURE.encode(),
+                                                         inputs.json_inputs())
         status, doc = self._call("POST", path + ":predict", body)
         if status == 404 and binding.pinned:
             raise VersionGone(_error_text(doc))
@@ -273,7 +274,7 @@ class RestScorer(Scorer):
             scores = np.asarray(outputs, dtype=np.float32).reshape(-1)
         except (TypeError, ValueError):
             scores = np.empty(0, dtype=np.float32)
-        n = len(next(iter(inputs.values())))
+        n = inputs.n_rows
         if outputs is None or len(scores) != n:
             raise ScorerUnavailable(f"TF Serving's answer for model {binding.name!r} has no "
                                     f"'{OUTPUT}' output of {n} scores")
@@ -368,12 +369,12 @@ class InProcessScorer(Scorer):
                 self._loaded.move_to_end(path)
         return entry[1]
 
-    def score(self, binding: Binding, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def score(self, binding: Binding, inputs: ModelInputs) -> np.ndarray:
         fn = self._signature(binding)
         import tensorflow as tf
 
         try:
-            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            out = fn(**{k: tf.constant(v) for k, v in inputs.arrays().items()})
         except (TypeError, ValueError, tf.errors.OpError) as e:
             raise ScorerUnavailable(f"the SavedModel of model {binding.name!r} version "
                                     f"{binding.version} rejected the inputs: "
@@ -423,7 +424,7 @@ class ServingLink:
                 self._checked_at = time.monotonic()
             return self._binding
 
-    def score(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def score(self, inputs: ModelInputs) -> np.ndarray:
         b = self.binding()
         try:
             return self.scorer.score(b, inputs)
