@@ -60,9 +60,8 @@ def _choice(name: str, default: str, options: tuple[str, ...]) -> str:
 def _multiproc_dir() -> str:
     """``PROMETHEUS_MULTIPROC_DIR``, set to a fresh folder when the environment has none."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
-    if not path:
-        path = tempfile.mkdtemp(prefix="libreco-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    path = os.path.abspath(path) if path else tempfile.mkdtemp(prefix="libreco-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # workers inherit the absolute path
     return path
 
 

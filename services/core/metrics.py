@@ -28,8 +28,29 @@ import os
 import threading
 from collections.abc import Callable
 
-from flask import Response
-from prometheus_client import (
+
+def _settle_multiprocess_dir() -> None:
+    """Make ``PROMETHEUS_MULTIPROC_DIR`` safe before prometheus_client reads it.
+
+    prometheus_client switches to files as soon as the variable exists, even when it is empty,
+    and then writes ``counter_<pid>.db`` and friends into the working directory. An empty value
+    is treated here as unset; a relative one is made absolute, so that every process of a
+    service writes into the same folder whatever its working directory.
+    """
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        if value.strip():
+            os.environ[name] = os.path.abspath(value.strip())
+        else:
+            del os.environ[name]
+
+
+_settle_multiprocess_dir()
+
+from flask import Response  # noqa: E402
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,

@@ -40,8 +40,8 @@ def test_keys_of_a_version_share_one_hash_slot(redis_client, knn_models):
     version = load_knn(knn_models.paths["item_cf"], client=redis_client)
     keys = version_keys(redis_client, "item_cf", version)
     assert {k.rsplit(":", 1)[1] for k in keys} >= {
-        "meta", "parts", "keys", "user_ids", "item_ids", "popular", "sim", "base_users", "base_items",
-        "consumed"}
+        "meta", "parts", "keys", "user_ids", "item_ids", "popular", "sim", "base_users",
+        "base_items", "consumed"}
     assert len({key_slot(k.encode()) for k in keys}) == 1
     model = ModelKeys("item_cf")
     assert len({key_slot(k.encode()) for k in (model.active, model.versions, model.since)}) == 1
