@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from libreco.algorithms._tf.layers import MLP, Dense, TargetAttention
 from libreco.algorithms.base import own_params
+from libreco.algorithms.fm import fm_interactions
 from libreco.algorithms.tf_base import TFModel
 
 
@@ -52,7 +53,7 @@ class DIN(TFModel):
         self.att_hidden_units = tuple(units)
 
     def _build_network(self, p) -> None:
-        self._build_fields(p)
+        self._build_fields(p, linear=True)
         self.attention = TargetAttention(p, "attention", self.embed_size, self.recent_num,
                                          self.att_hidden_units)
         self.deep = MLP(p, "deep", (self.n_fields + 2) * self.embed_size, self.hidden_units,
@@ -66,4 +67,7 @@ class DIN(TFModel):
         interest = self.attention(candidate, s, mask, x["seq_len"])
         h = tf.concat([tf.reshape(e, [-1, self.n_fields * self.embed_size]), interest,
                        interest * candidate], axis=1)
-        return self.bias + self.deep_out(self.deep(h, step))[:, 0], penalty + seq_penalty
+        fields = tf.concat([e, interest[:, None, :]], axis=1)
+        logits = (self.bias + self._linear_term(x) + fm_interactions(fields)
+                  + self.deep_out(self.deep(h, step))[:, 0])
+        return logits, penalty + seq_penalty

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from libreco.algorithms._tf.layers import MLP, Dense, masked_mean
+from libreco.algorithms._tf.layers import MLP, Dense, recency_pool, recency_positions
 from libreco.algorithms.base import own_params
+from libreco.algorithms.fm import fm_interactions
 from libreco.algorithms.tf_base import TFModel
 
 
@@ -36,7 +37,8 @@ class YouTubeRanking(TFModel):
         super().__init__(task, data_info, **own_params(YouTubeRanking, locals()))
 
     def _build_network(self, p) -> None:
-        self._build_fields(p)
+        self._build_fields(p, linear=True)
+        self.recency = p.zeros("recency", (self.recent_num,))
         self.deep = MLP(p, "deep", (self.n_fields + 2) * self.embed_size, self.hidden_units,
                         self.dropout, self.seed)
         self.deep_out = Dense(p, "deep_out", self.deep.out_dim, 1)
@@ -44,7 +46,11 @@ class YouTubeRanking(TFModel):
     def _forward(self, x, step):
         e, penalty = self._field_embeddings(x)
         s, mask, seq_penalty = self._sequence_embeddings(x)
-        history = masked_mean(s, mask)
+        positions = recency_positions(x["seq_len"], self.recent_num)
+        history = recency_pool(s, mask, self.recency, positions)
         h = tf.concat([tf.reshape(e, [-1, self.n_fields * self.embed_size]), history,
                        history * e[:, 1, :]], axis=1)
-        return self.bias + self.deep_out(self.deep(h, step))[:, 0], penalty + seq_penalty
+        fields = tf.concat([e, history[:, None, :]], axis=1)
+        logits = (self.bias + self._linear_term(x) + fm_interactions(fields)
+                  + self.deep_out(self.deep(h, step))[:, 0])
+        return logits, penalty + seq_penalty

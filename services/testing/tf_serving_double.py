@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -134,6 +135,7 @@ class _Model:
             import tensorflow as tf
 
             model = tf.saved_model.load(str(self.base_path / str(version)))
+            gc.freeze()  # keep full collections off TensorFlow's long-lived objects
             state, error = "AVAILABLE", ""
         except Exception as e:  # TF Serving reports a failed load in the version's status
             model, state, error = None, "END", f"{type(e).__name__}: {e}"[:500]

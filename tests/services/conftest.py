@@ -254,3 +254,12 @@ def gunicorn_factory(tmp_path) -> Iterator[Any]:
     yield make
     for g in started:
         g.stop()
+
+
+@pytest.fixture(scope="session")
+def tf_models(tmp_path_factory):
+    """DeepFM, DIN and YouTubeRanking fitted once per session (see ``tf_models.TFModels``)."""
+    pytest.importorskip("tensorflow")
+    from tests.services.tf_models import TFModels
+
+    return TFModels(tmp_path_factory.mktemp("tf"))

@@ -12,7 +12,6 @@ from libreco.utils.artifacts import ArtifactError
 from services.core.store import RECORD, ModelKeys, VersionKeys
 from services.loaders import family_loader
 from services.loaders.tf import data_info2redis, load_tf, seq2redis
-from tests.services.tf_models import tf_models  # noqa: F401
 
 tf = pytest.importorskip("tensorflow")
 

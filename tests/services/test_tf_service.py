@@ -13,7 +13,7 @@ import pytest
 from services.core.app import create_app
 from services.core.config import ConfigError
 from services.loaders.tf import load_tf
-from tests.services.tf_models import TINY, tf_models  # noqa: F401
+from tests.services.tf_models import TINY
 
 tf = pytest.importorskip("tensorflow")
 

@@ -11,7 +11,6 @@ import pytest
 
 from services.testing.tf_serving_double import TFServingDouble
 from tests.services.conftest import http
-from tests.services.tf_models import tf_models  # noqa: F401
 
 tf = pytest.importorskip("tensorflow")
 

@@ -1,15 +1,9 @@
-"""Small fitted TF models shared by the tf service tests (one fit per test session).
-
-Test modules import the fixtures they use::
-
-    from tests.services.tf_models import tf_models  # noqa: F401
-"""
+"""Small fitted TF models shared by the tf service tests (one fit per test session, through
+the ``tf_models`` fixture of ``tests/services/conftest.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from libreco.data import DatasetFeat
 from libreco.data.synthetic import FEATURE_COLUMNS, generate
@@ -18,11 +12,12 @@ TINY = {"n_epochs": 2, "embed_size": 8, "hidden_units": (16,), "batch_size": 128
 
 
 class TFModels:
-    """DeepFM and DIN on generated data with features, each saved with ``save_info`` into
-    ``<folder>/<algo>`` and exported with ``save_model_tf_serving`` into ``<folder>/serving``."""
+    """DeepFM, DIN and YouTubeRanking on generated data with features, each saved with
+    ``save_info`` into ``<folder>/<algo>`` and exported with ``save_model_tf_serving`` into
+    ``<folder>/serving``."""
 
     def __init__(self, folder: Path, seed: int = 5):
-        from libreco.algorithms import DIN, DeepFM
+        from libreco.algorithms import DIN, DeepFM, YouTubeRanking
 
         self.folder = folder
         self.serving = folder / "serving"
@@ -31,7 +26,7 @@ class TFModels:
         self.train, self.info = DatasetFeat.build_trainset(df, **FEATURE_COLUMNS)
         self.models = {}
         self.paths = {}
-        for cls in (DeepFM, DIN):
+        for cls in (DeepFM, DIN, YouTubeRanking):
             self.add(cls(task="ranking", data_info=self.info, seed=seed, **TINY))
 
     def add(self, model, name: str | None = None) -> None:
@@ -46,8 +41,3 @@ class TFModels:
         self.models[name] = model
         self.paths[name] = self.folder / name
 
-
-@pytest.fixture(scope="session")
-def tf_models(tmp_path_factory) -> TFModels:
-    pytest.importorskip("tensorflow")
-    return TFModels(tmp_path_factory.mktemp("tf"))
