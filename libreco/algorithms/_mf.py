@@ -280,66 +280,128 @@ def bpr_epoch(users, pos_items, neg_items, user_factors, item_factors, item_bias
     return total
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def cg_rows(x, y, base, use_base, indptr, indices, weight, rhs, reg, steps):
-    """Conjugate-gradient steps for every row ``u`` of ``x`` (in place, rows in parallel) on
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def gram(y, n_chunks):
+    """``yᵀ y`` of a float32 (n, d) array, as float32 (d, d).
+
+    Runs of rows go to numba's threads, each summing into its own (d, d) part. Computed here
+    rather than by BLAS so that the solver's threads and a second thread pool never compete
+    for the cores (a multithreaded BLAS call this small can stall for many milliseconds on a
+    busy machine).
+    """
+    n, d = y.shape
+    parts = np.zeros((n_chunks, d, d), dtype=np.float32)
+    for c in prange(n_chunks):
+        acc = parts[c]
+        for j in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            for g in range(d):
+                yg = y[j, g]
+                for f in range(d):
+                    acc[g, f] += yg * y[j, f]
+    out = np.zeros((d, d), dtype=np.float32)
+    for c in range(n_chunks):
+        out += parts[c]
+    return out
+
+
+def row_chunks(indptr: np.ndarray, d: int, n_chunks: int) -> np.ndarray:
+    """Boundaries of at most ``n_chunks`` runs of consecutive rows of about equal solver cost.
+
+    A row costs about ``2 nnz_u + d`` multiply-adds of length ``d`` per CG step (its entries,
+    then the shared ``d x d`` matrix); equal-cost runs keep the threads of :func:`cg_rows`
+    equally busy when a few rows hold most of the entries.
+
+    Returns
+    -------
+    np.ndarray of int64, shape (n + 1,)
+        Increasing from 0 to ``n_rows``; run ``c`` is ``bounds[c]:bounds[c + 1]``.
+    """
+    n_rows = len(indptr) - 1
+    cost = np.zeros(n_rows + 1)
+    np.cumsum(2.0 * np.diff(indptr) + d, out=cost[1:])
+    bounds = np.searchsorted(cost, np.linspace(0.0, cost[-1], max(n_chunks, 1) + 1))
+    bounds[0], bounds[-1] = 0, n_rows
+    return np.unique(bounds).astype(np.int64)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def cg_rows(x, y, base, use_base, indptr, indices, weight, rhs, reg, steps, bounds):
+    """Conjugate-gradient steps for every row ``u`` of ``x`` (in place) on
 
         (base + Σ_k weight_k y_k y_kᵀ + reg_u I) x_u = Σ_k rhs_k y_k
 
-    with ``k`` over ``indices[indptr[u]:indptr[u + 1]]``; ``base`` is skipped unless
-    ``use_base``. Rows are independent, so the result does not depend on the thread count.
+    with ``k`` over ``indices[indptr[u]:indptr[u + 1]]``; ``base`` (d, d) is skipped unless
+    ``use_base``. All arrays are float32 (int for the indices). The runs of rows
+    ``bounds[c]:bounds[c + 1]`` (see :func:`row_chunks`) go to the threads, each with its own
+    four scratch vectors; rows are independent, so the result does not depend on the thread
+    count.
     """
-    n_rows, d = x.shape
-    for u in prange(n_rows):
-        xu = x[u].astype(np.float64)
-        r = np.zeros(d)
-        ap = np.zeros(d)
-        # r = b - A x
-        for k in range(indptr[u], indptr[u + 1]):
-            yk = y[indices[k]]
-            dot = 0.0
+    d = x.shape[1]
+    zero = np.float32(0.0)
+    for c in prange(len(bounds) - 1):
+        xu = np.empty(d, dtype=np.float32)
+        r = np.empty(d, dtype=np.float32)
+        p = np.empty(d, dtype=np.float32)
+        ap = np.empty(d, dtype=np.float32)
+        for u in range(bounds[c], bounds[c + 1]):
+            lam = reg[u]
+            # r = b - A x, b = Σ_k rhs_k y_k
             for f in range(d):
-                dot += yk[f] * xu[f]
-            coef = rhs[k] - weight[k] * dot
-            for f in range(d):
-                r[f] += coef * yk[f]
-        for f in range(d):
-            r[f] -= reg[u] * xu[f]
-        if use_base:
-            r -= base @ xu
-        p = r.copy()
-        rs = 0.0
-        for f in range(d):
-            rs += r[f] * r[f]
-        for _ in range(steps):
-            if rs <= 1e-20:
-                break
-            for f in range(d):
-                ap[f] = reg[u] * p[f]
+                xu[f] = x[u, f]
+                r[f] = -lam * xu[f]
             if use_base:
-                ap += base @ p
+                for g in range(d):
+                    s = zero
+                    for f in range(d):
+                        s += base[g, f] * xu[f]
+                    r[g] -= s
             for k in range(indptr[u], indptr[u + 1]):
-                yk = y[indices[k]]
-                dot = 0.0
+                j = indices[k]
+                dot = zero
                 for f in range(d):
-                    dot += yk[f] * p[f]
-                dot *= weight[k]
+                    dot += y[j, f] * xu[f]
+                coef = rhs[k] - weight[k] * dot
                 for f in range(d):
-                    ap[f] += dot * yk[f]
-            pap = 0.0
+                    r[f] += coef * y[j, f]
+            rs = zero
             for f in range(d):
-                pap += p[f] * ap[f]
-            if pap <= 0.0:
-                break
-            step = rs / pap
-            rs_new = 0.0
+                p[f] = r[f]
+                rs += r[f] * r[f]
+            for _ in range(steps):
+                if rs <= 1e-20:
+                    break
+                # ap = A p
+                if use_base:
+                    for g in range(d):
+                        s = zero
+                        for f in range(d):
+                            s += base[g, f] * p[f]
+                        ap[g] = s + lam * p[g]
+                else:
+                    for f in range(d):
+                        ap[f] = lam * p[f]
+                for k in range(indptr[u], indptr[u + 1]):
+                    j = indices[k]
+                    dot = zero
+                    for f in range(d):
+                        dot += y[j, f] * p[f]
+                    dot *= weight[k]
+                    for f in range(d):
+                        ap[f] += dot * y[j, f]
+                pap = zero
+                for f in range(d):
+                    pap += p[f] * ap[f]
+                if pap <= 0.0:
+                    break
+                step = rs / pap
+                rs_new = zero
+                for f in range(d):
+                    xu[f] += step * p[f]
+                    r[f] -= step * ap[f]
+                    rs_new += r[f] * r[f]
+                beta = rs_new / rs
+                for f in range(d):
+                    p[f] = r[f] + beta * p[f]
+                rs = rs_new
             for f in range(d):
-                xu[f] += step * p[f]
-                r[f] -= step * ap[f]
-                rs_new += r[f] * r[f]
-            beta = rs_new / rs
-            for f in range(d):
-                p[f] = r[f] + beta * p[f]
-            rs = rs_new
-        for f in range(d):
-            x[u, f] = xu[f]
+                x[u, f] = xu[f]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import get_num_threads
 from scipy import sparse
 
 from libreco.algorithms._mf import (
@@ -13,12 +14,15 @@ from libreco.algorithms._mf import (
     check_positive,
     end_epoch,
     epochs,
+    gram,
     normal,
+    row_chunks,
     rowdot,
 )
 from libreco.algorithms.base import own_params
 
 BLOCK_NNZ = 1 << 18  # interactions gathered at once by the solver (x embed_size floats)
+CHUNKS_PER_THREAD = 8  # runs of rows of equal cost per solver thread
 
 
 class ALS(VectorRecommender):
@@ -135,7 +139,9 @@ class ALS(VectorRecommender):
                                    (by_item, self.item_factors, self.user_factors)):
             # c - 1 = alpha r weighs the Gram matrix, c p = 1 + alpha r is the right-hand side
             extra = self.alpha * rows.data
-            self._solve(solve, other, rows, extra, 1.0 + extra, other.T @ other,
+            yty = (gram(other, CHUNKS_PER_THREAD * get_num_threads()) if self.compiled
+                   else other.T @ other)
+            self._solve(solve, other, rows, extra, 1.0 + extra, yty,
                         np.full(rows.shape[0], self.reg, dtype=FLOAT))
 
     def _explicit_epoch(self, by_user: sparse.csr_matrix, by_item: sparse.csr_matrix) -> None:
@@ -165,9 +171,12 @@ class ALS(VectorRecommender):
         """
         if self.use_cg and self.compiled:
             use_base = base is not None
-            cg_rows(x, y, base.astype(np.float64) if use_base else np.zeros((1, 1)), use_base,
-                    rows.indptr.astype(np.int64), rows.indices.astype(np.int32),
-                    weight.astype(FLOAT), rhs.astype(FLOAT), reg.astype(FLOAT), self.cg_steps)
+            bounds = row_chunks(rows.indptr, y.shape[1], CHUNKS_PER_THREAD * get_num_threads())
+            cg_rows(x, np.ascontiguousarray(y, dtype=FLOAT),
+                    base.astype(FLOAT) if use_base else np.zeros((1, 1), dtype=FLOAT), use_base,
+                    rows.indptr, rows.indices, weight.astype(FLOAT, copy=False),
+                    rhs.astype(FLOAT, copy=False), reg.astype(FLOAT, copy=False), self.cg_steps,
+                    bounds)
             return
         indptr = rows.indptr
         n_rows = len(indptr) - 1

@@ -124,6 +124,7 @@ def _writer(model: ModelDirectory, name: str | None, client: RedisClient) -> Ver
         "sim_type": section.get("sim_type", ""),
         "n_users": info.get("n_users", ""),
         "n_items": info.get("n_items", ""),
+        "n_interactions": info.get("n_interactions", ""),
     }
     return version_writer(model, model_name(model, name), client, PARTS, meta)
 
