@@ -13,9 +13,11 @@ Train DeepFM on a CSV file with features, exporting a SavedModel for TF Serving:
         --user-col age,sex --item-col genre --sparse-col sex,genre --dense-col age \\
         --output models/deepfm --tf-serving-dir models/tf_serving
 
-Evaluate a saved model on a CSV file::
+Evaluate a saved model on a CSV file, or on the held-out part of the split it was trained
+with (same data, ``--split``, ``--test-size`` and ``--seed`` as the training run)::
 
     libreco evaluate --model models/item_cf --data test.csv --metrics ndcg,recall --k 10
+    libreco evaluate --model models/item_cf --generate 100000 --holdout --metrics ndcg,recall
 """
 
 from __future__ import annotations
@@ -179,8 +181,11 @@ def evaluate_cmd(args) -> dict:
 
     model = Recommender.load(args.model)
     df, _ = load_frame(args)
+    if args.holdout:
+        # the rows the training run held out: same data, same split, same seed
+        _, df = split_frame(df, args.split, args.test_size, args.seed)
     results = evaluate(model, df, metrics=_csv_list(args.metrics) or None, k=args.k)
-    return {"algorithm": model.algorithm, "metrics": results}
+    return {"algorithm": model.algorithm, "n_rows": len(df), "metrics": results}
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -203,6 +208,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
 
 
+def _split_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", choices=SPLITS, default="ratio")
+    p.add_argument("--test-size", type=float, default=0.2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="libreco", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"libreco {__version__}")
@@ -214,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=("ranking", "rating"))
     t.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="algorithm parameter, repeatable (values are parsed as JSON)")
-    t.add_argument("--split", choices=SPLITS, default="ratio")
-    t.add_argument("--test-size", type=float, default=0.2)
+    _split_options(t)
     t.add_argument("--output", help="model directory to write")
     t.add_argument("--tf-serving-dir", help="TF models: also export a SavedModel here")
     t.add_argument("--k-save", type=int, help="KNN models: neighbours saved per row")
@@ -224,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a saved model on interactions")
     e.add_argument("--model", required=True, help="model directory")
+    e.add_argument("--holdout", action="store_true",
+                   help="evaluate on the held-out part of --split (as the training run did) "
+                        "instead of on every row")
+    _split_options(e)
     _data_options(e)
     return parser
 
