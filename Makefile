@@ -14,7 +14,7 @@ help:
 	@echo "make demo    train a model on generated data, load it into a local Redis, serve and query it"
 	@echo "make test    run the test suite (installs everything it needs first)"
 	@echo "make lint    ruff check"
-	@echo "make bench   run the benchmarks and rewrite benchmarks/RESULTS.md"
+	@echo "make bench   run every benchmark in turn (results in benchmarks/results/, summary in benchmarks/RESULTS.md)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,7 +62,8 @@ lint: install
 
 bench: install
 	$(MAKE) --no-print-directory system SYSTEM_PACKAGES="$(SYSTEM_PACKAGES) wrk:wrk"
-	$(PY) -m benchmarks.run_all
+	$(PIP) install --quiet -e '.[all,bench]'
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info
