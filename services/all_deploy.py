@@ -8,7 +8,8 @@ puts the three behind one port so that the serving guide's request scripts all w
 
 A request goes to the family of the model named by its first path segment (read from Redis's
 model registry and cached for the poll interval); ``/vector/recommend`` goes to the vector
-family; ``/healthz``, ``/readyz`` and ``/metrics`` are answered by the first family served.
+family; ``/healthz``, ``/readyz`` and ``/metrics`` are answered by the first family served, and
+``/openapi.json`` documents the request fields of every family served.
 Families whose serving dependencies are not installed are left out, with a log line.
 """
 
@@ -25,6 +26,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from werkzeug.wrappers import Response  # noqa: E402
+
+from services.core import openapi  # noqa: E402
 from services.core.app import ServiceState, create_app  # noqa: E402
 from services.core.config import Config  # noqa: E402
 from services.core.store import MODELS_KEY, RedisClient, redis_client  # noqa: E402
@@ -42,6 +46,11 @@ class FamilyDispatcher:
             raise RuntimeError("no family could be served: install libreco[serving]")
         self.apps = apps
         self.default = next(iter(apps.values()))
+        states = [state_of(a) for a in apps.values()]
+        self.document = Response(
+            openapi.document_text("libreco service (" + ", ".join(apps) + ")",
+                                  states[0].config, [s.handler for s in states]),
+            mimetype="application/json")
         self.client = client
         self.poll_interval = poll_interval
         self.families: dict[str, str] = {}
@@ -62,7 +71,10 @@ class FamilyDispatcher:
             return self.families.get(name)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        segment = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+        path = environ.get("PATH_INFO", "/")
+        if path == "/openapi.json" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return self.document(environ, start_response)
+        segment = path.lstrip("/").split("/", 1)[0]
         app = self.apps.get(self.family_of(segment) or "", self.default)
         return app(environ, start_response)
 

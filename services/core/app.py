@@ -13,6 +13,8 @@ Routes of every service:
     with the reason otherwise.
 ``GET /metrics``
     Prometheus exposition (see :mod:`services.core.metrics`).
+``GET /openapi.json``
+    The OpenAPI document of the service (see :mod:`services.core.openapi`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from services.core import metrics
+from services.core import metrics, openapi
 from services.core.config import Config, is_model_name
 from services.core.errors import NotFound, ServiceError, error_response, register_error_handlers
 from services.core.family import FamilyHandler, load_handler, rank
@@ -88,6 +90,7 @@ def create_app(family: str, config: Config | Mapping[str, Any] | None = None, *,
     register_error_handlers(app)
     _register_health(app, state)
     _register_recommend(app, state)
+    _register_openapi(app, state)
     log.info("%s service ready to start: Redis %s (%s), poll every %.2fs, cold start %s",
              family, describe(store.client), cfg.redis.mode, cfg.poll_interval, cfg.cold_start)
     return app
@@ -126,6 +129,15 @@ def _register_health(app: Flask, state: ServiceState) -> None:
     @app.get("/metrics")
     def prometheus() -> Response:
         return metrics.metrics_response()
+
+
+def _register_openapi(app: Flask, state: ServiceState) -> None:
+    text = openapi.document_text(f"libreco {state.family} service", state.config,
+                                 [state.handler])
+
+    @app.get("/openapi.json")
+    def openapi_document() -> Response:
+        return Response(text, mimetype="application/json")
 
 
 def family_models(state: ServiceState) -> dict[str, str]:

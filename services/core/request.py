@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from services.core.errors import BadRequest
 
 UserId = str | int | float
 MAX_USER_LENGTH = 512
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,17 @@ def int_field(body: Mapping[str, Any], name: str, default: int, lo: int,
               hi: int | None = None) -> int:
     """An optional integer field within ``[lo, hi]``.
 
-    Accepts a JSON integer or a string of digits (``"10"``); booleans, fractions and other
+    Accepts a JSON integer, a number with no fractional part (``10.0``, an integer in JSON
+    Schema's terms) or a string of ASCII digits (``"10"``); booleans, fractions and other
     types are 400 answers, as are values out of range.
     """
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"'{name}' must be an integer, got {_show(value)}", field=name)
     if value < lo or (hi is not None and value > hi):

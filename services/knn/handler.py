@@ -37,6 +37,7 @@ import numpy as np
 from services.core.config import Config
 from services.core.errors import StoreUnavailable
 from services.core.family import Candidates, Fallback, FamilyHandler
+from services.core.openapi import integer_field
 from services.core.request import int_field
 from services.core.store import RECORD
 from services.core.versions import ModelVersion, Store
@@ -202,6 +203,12 @@ class KnnHandler(FamilyHandler):
             raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
                                    "missing or malformed neighbour lists")
         return np.frombuffer(b"".join(rows), dtype=RECORD).reshape(n_rows, k)
+
+    def openapi_fields(self) -> dict[str, Any]:
+        """The knn request fields, for :mod:`services.core.openapi`."""
+        return {"k_neighbors": integer_field(
+            f"neighbours used per item or user (default {self.config.k_neighbors}); more than "
+            "the model saved count as all of them", 1)}
 
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)

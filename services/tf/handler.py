@@ -294,6 +294,26 @@ class TFHandler(FamilyHandler):
             models.get(name).extra.link.check_ready()
 
     # -- per request ----------------------------------------------------------------------------
+    def openapi_fields(self) -> dict[str, Any]:
+        """The tf request fields, for :mod:`services.core.openapi`."""
+        item_id = {"type": ["string", "number"]}
+        return {
+            "algo": {"type": ["string", "null"],
+                     "description": "optional; when given, the URL's model name or its "
+                                    "algorithm (\"din\"), otherwise 400"},
+            "seq": {"description": "the user's recent items (original ids), oldest first, "
+                                   "replacing the stored sequence; unknown items are dropped",
+                    "anyOf": [{"type": "array", "items": item_id, "maxItems": MAX_SEQ},
+                              {"type": "null"}]},
+            "user_feats": {"description": "user feature column -> value, replacing the stored "
+                                          "values; columns must be the model's user features "
+                                          "(400 otherwise), numeric ones take numbers",
+                           "anyOf": [{"type": "object",
+                                      "additionalProperties": {"type": ["string", "number",
+                                                                        "null"]}},
+                                     {"type": "null"}]},
+        }
+
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> TFRequest:
         tv: TFVersion = version.extra
         _check_algo(body.get("algo"), version)

@@ -31,6 +31,7 @@ import numpy as np
 from services.core.config import Config
 from services.core.errors import StoreUnavailable
 from services.core.family import Candidates, FamilyHandler
+from services.core.openapi import boolean_field
 from services.core.request import bool_field
 from services.core.store import RECORD
 from services.core.versions import ModelVersion, Store, member_mask
@@ -119,6 +120,11 @@ class VectorHandler(FamilyHandler):
             raise StoreUnavailable(f"{name}: the faiss index does not match the item vectors")
         return VectorVersion(dim=dim, item_vectors=item_vectors, index=index,
                              index_type=index_type, exact_index=isinstance(index, faiss.IndexFlat))
+
+    def openapi_fields(self) -> dict[str, Any]:
+        """The vector request fields, for :mod:`services.core.openapi`."""
+        return {"use_faiss": boolean_field("search with the version's faiss index (default "
+                                           "true) or score every item exactly")}
 
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> bool:
         return bool_field(body, "use_faiss", True)
