@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: reuse the knn script's HTTP helper
+if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.knn.knn_request import post  # noqa: E402
+from services.core.client import request_and_print  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,16 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"--user_feats is not a JSON object: {e}", file=sys.stderr)
         return 2
-    try:
-        status, text = post(url, payload, args.timeout)
-    except OSError as e:  # requests' errors derive from OSError too
-        print(f"cannot reach {url}: {e}", file=sys.stderr)
-        return 2
-    try:
-        print(json.dumps(json.loads(text), indent=2, ensure_ascii=False))
-    except ValueError:
-        print(text)
-    return 0 if 200 <= status < 300 else 1
+    return request_and_print(url, payload, args.timeout)
 
 
 if __name__ == "__main__":

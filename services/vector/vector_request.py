@@ -12,11 +12,13 @@ be reached.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
-from typing import Any
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from services.core.client import request_and_print  # noqa: E402
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -43,31 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def post(url: str, payload: dict[str, Any], timeout: float) -> tuple[int, str]:
-    """POST JSON; returns the status and the body's text."""
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = f"http://{args.host}:{args.port}/{args.algo}/recommend"
     payload = {"user": args.user, "n_rec": args.n_rec, "use_faiss": args.use_faiss}
-    try:
-        status, text = post(url, payload, args.timeout)
-    except OSError as e:
-        print(f"cannot reach {url}: {e}", file=sys.stderr)
-        return 2
-    try:
-        print(json.dumps(json.loads(text), indent=2, ensure_ascii=False))
-    except ValueError:
-        print(text)
-    return 0 if 200 <= status < 300 else 1
+    return request_and_print(url, payload, args.timeout)
 
 
 if __name__ == "__main__":
