@@ -38,6 +38,7 @@ from services.core.store import (
     VersionWriter,
     describe,
     field_name,
+    pack_records,
     redis_client,
 )
 
@@ -137,7 +138,7 @@ def write_ids(writer: VersionWriter, info: DataInfo) -> None:
     writer.write_part("ids", strings={
         "user_ids": _json_bytes(info.id2user),
         "item_ids": _json_bytes(info.id2item),
-        "popular": _records(popular, info.item_counts[popular]),
+        "popular": pack_records(popular, info.item_counts[popular]),
     })
 
 
@@ -146,7 +147,7 @@ def write_consumed(writer: VersionWriter, info: DataInfo) -> None:
     if writer.has_part("consumed"):
         return
     writer.write_part("consumed", hashes={
-        "consumed": rows_of(_records(info.consumed_items, info.consumed_labels),
+        "consumed": rows_of(pack_records(info.consumed_items, info.consumed_labels),
                             info.consumed_indptr * RECORD.itemsize),
     })
 
@@ -164,13 +165,6 @@ def finish(writer: VersionWriter, started: float) -> str:
              "is active" if active else "is waiting for its other parts",
              time.perf_counter() - started)
     return writer.version
-
-
-def _records(indices: np.ndarray, values: np.ndarray) -> bytes:
-    out = np.empty(len(indices), dtype=RECORD)
-    out["index"] = indices
-    out["value"] = values
-    return out.tobytes()
 
 
 def _json_bytes(obj: Any) -> bytes:
