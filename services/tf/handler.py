@@ -59,6 +59,7 @@ from services.tf.scoring import (
 
 MAX_SEQ = 1000
 """Longest ``seq`` a request may send."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # KEYS: the user's hashes (consumed[, user_features][, seq]); ARGV: inner user. One round trip.
 READ_USER = """
@@ -441,13 +442,14 @@ def _parse_user_feats(value: Any, spec: ModelSpec) -> tuple[dict[int, int], dict
                 continue
             try:
                 number = float(v) if not isinstance(v, bool) else math.nan
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # 10**400 does not fit a float
                 number = math.nan
-            if not math.isfinite(number):
-                raise BadRequest(f"'user_feats.{col}' must be a finite number",
-                                 field="user_feats")
             pos, mean, std = spec.dense_cols[col]
-            dense[pos] = (number - mean) / std
+            scaled = (number - mean) / std
+            if not math.isfinite(number) or not abs(scaled) <= FLOAT32_MAX:
+                raise BadRequest(f"'user_feats.{col}' must be a finite number within float32 "
+                                 "range", field="user_feats")
+            dense[pos] = scaled
         else:
             known = sorted([*spec.sparse_cols, *spec.dense_cols])
             what = "an item feature" if col in spec.item_cols else "not a feature"

@@ -246,3 +246,20 @@ def test_fuzzing_while_redis_is_unreachable():
     for r in results:
         assert r.failed == 0, f"{r.label}: " + "\n".join(r.failures)
     assert 503 in {s for r in results for s in r.statuses}
+
+
+@pytest.mark.parametrize("family, model, fields", [
+    ("knn", "item_cf", {"n_rec": "+-5"}),
+    ("knn", "item_cf", {"n_rec": "\u00b2"}),
+    ("knn", "item_cf", {"k_neighbors": "9" * 5000}),
+    ("knn", "item_cf", {"k_neighbors": "\u0663"}),
+    ("tf", "deepfm", {"user_feats": {"age": 10**400}}),
+    ("tf", "deepfm", {"user_feats": {"age": 1e308}}),
+])
+def test_values_that_broke_the_parser_are_400(services, family, model, fields):
+    """Edge values the request parsers once answered with a 500."""
+    svc = service(services, family)
+    body = json.dumps({"user": svc.known[model].users[0], **fields})
+    resp = app_client(svc.app).post(f"/{model}/recommend", data=body)
+    assert resp.status_code == 400, resp.get_data()[:300]
+    assert resp.get_json()["field"] == next(iter(fields))
