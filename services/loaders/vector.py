@@ -60,7 +60,10 @@ and small enough that one value does not hold the server for long."""
 
 EXACT_BELOW = 20_000
 """Catalogues smaller than this get an exact index (``Flat``) by default: scanning every item
-answers as fast as an inverted-file index there (``benchmarks/results/vector_service.md``)."""
+costs a fraction of a millisecond there (``benchmarks/results/vector_service.md``)."""
+
+PROBE_ONE_IN = 6
+"""The default inverted file probes one list in this many."""
 
 SEARCH_PARAMS = ("nprobe", "efSearch", "k_factor", "ht", "max_codes")
 BUILD_PARAMS = ("efConstruction",)
@@ -72,12 +75,19 @@ def default_index(n_items: int) -> tuple[str, dict[str, int]]:
 
     ``Flat`` (exact) below :data:`EXACT_BELOW` items, otherwise an inverted file with
     ``nlist = 4 sqrt(n_items)`` lists (at most ``n_items / 39``, what k-means needs to train)
-    of which a search probes one in eight.
+    of which a search probes one in :data:`PROBE_ONE_IN`, over 8-bit codes (``SQ8``).
+
+    The codes only choose the candidates: the service scores what the index returns with the
+    float32 item vectors, and asks for ``n_rec`` plus the user's consumed items, so an item
+    of the exact top ``n_rec`` is missed only when its coded score falls behind that many
+    others. The codes are a quarter of the bytes of float32 lists, so probing one list in six
+    takes less time than probing one in eight of ``IVF{nlist},Flat``, with higher recall
+    (``benchmarks/results/vector_service.md``).
     """
     if n_items < EXACT_BELOW:
         return "Flat", {}
     nlist = ivf_lists(n_items)
-    return f"IVF{nlist},Flat", {"nprobe": max(1, math.ceil(nlist / 8))}
+    return f"IVF{nlist},SQ8", {"nprobe": max(1, math.ceil(nlist / PROBE_ONE_IN))}
 
 
 def ivf_lists(n_items: int) -> int:
@@ -95,8 +105,8 @@ def build_index(item_vectors: np.ndarray, index_type: str | None = None,
         Row ``i`` is the item of inner index ``i``; faiss ids are the row numbers.
     index_type : str, optional
         A ``faiss.index_factory`` string (``"Flat"``, ``"IVF1024,Flat"``, ``"HNSW32"``,
-        ``"IVF{nlist},PQ16"``; ``{nlist}`` becomes the default number of lists for the
-        catalogue). Default: :func:`default_index`.
+        ``"IVF{nlist},PQ16"``, ``"IVF{nlist},SQ8"``; ``{nlist}`` becomes the default number
+        of lists for the catalogue). Default: :func:`default_index`.
     **params
         faiss parameters: ``nprobe``, ``efSearch`` (and the other search parameters of
         ``faiss.ParameterSpace``) are kept with the index and applied by the service;

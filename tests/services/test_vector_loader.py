@@ -80,7 +80,7 @@ def test_default_index_by_catalogue_size():
     assert loader.default_index(loader.EXACT_BELOW - 1) == ("Flat", {})
     index_type, params = loader.default_index(100_000)
     nlist = loader.ivf_lists(100_000)
-    assert index_type == f"IVF{nlist},Flat" and 1 <= params["nprobe"] < nlist
+    assert index_type == f"IVF{nlist},SQ8" and 1 <= params["nprobe"] < nlist
     assert 100_000 // nlist >= 39  # enough points per list to train k-means
     vectors = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="shape"):
