@@ -21,6 +21,7 @@ round trip, then:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ from services.core.store import RECORD
 from services.core.versions import ModelVersion, Store, member_mask
 
 log = logging.getLogger("libreco.services")
+
+_thread = threading.local()
 
 # KEYS: user_vectors, consumed; ARGV: user field. The user's vector and consumed records
 # ('' when missing).
@@ -169,6 +172,7 @@ def search(info: VectorVersion, vector: np.ndarray, consumed: np.ndarray,
     """
     n_items = info.item_vectors.shape[0]
     k = min(n_rec + len(consumed), n_items)
+    one_faiss_thread()
     _, found = info.index.search(vector.reshape(1, -1), k)
     items = found[0]
     items = items[items >= 0]
@@ -179,9 +183,23 @@ def search(info: VectorVersion, vector: np.ndarray, consumed: np.ndarray,
     return Candidates(fresh, scores.astype(np.float64), consumed)
 
 
+def one_faiss_thread() -> None:
+    """Keep faiss searches of the calling thread on that thread.
+
+    OpenMP's thread count belongs to each thread: a request thread that gunicorn starts
+    after the worker's set-up begins with the default (every core), whatever the thread that
+    built the app chose. Set once per thread.
+    """
+    if not getattr(_thread, "one_faiss_thread", False):
+        faiss.omp_set_num_threads(1)
+        _thread.one_faiss_thread = True
+
+
 def single_threaded_math() -> None:
-    """One thread per faiss search and per numpy product (see :class:`VectorHandler`)."""
-    faiss.omp_set_num_threads(1)
+    """One thread per faiss search and per numpy product (see :class:`VectorHandler`); the
+    BLAS limit holds for the whole process, the faiss one for the calling thread (request
+    threads call :func:`one_faiss_thread`)."""
+    one_faiss_thread()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

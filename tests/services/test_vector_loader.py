@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import faiss
 import numpy as np
@@ -178,3 +179,23 @@ def test_faiss_recall_at_10_against_exact_search():
         hits += len(np.intersect1d(approx.items[np.argsort(-approx.scores)[:10]],
                                    truth.items))
     assert hits / (10 * len(users)) >= 0.95
+
+
+def test_search_stays_on_the_calling_thread():
+    """OpenMP's thread count is per thread: a request thread started after the service's
+    set-up still searches on one thread."""
+    rng = np.random.default_rng(5)
+    items = clustered(2_000, 8, rng)
+    index, index_type, _ = build_index(items, "IVF8,Flat", nprobe=2)
+    version = VectorVersion(dim=8, item_vectors=items, index=index, index_type=index_type,
+                            exact_index=False)
+    seen = []
+
+    def request() -> None:
+        search(version, items[0], np.zeros(0, dtype=np.int64), 5)
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    assert seen == [1]
