@@ -10,14 +10,12 @@ Then ``promtool check metrics`` reads the service's ``/metrics``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from services.loaders.tf import load_tf
 from services.testing.tf_serving_double import TFServingDouble
-from tests.ops.load import LoadGenerator, json_error
 from tests.ops.promtool import promtool_check, require_promtool
+from tests.ops.scenarios import answers_of, outage, outage_problems
 from tests.services.conftest import Gunicorn, RedisServer, http
 
 pytestmark = pytest.mark.slow
@@ -47,42 +45,12 @@ def served(tmp_path_factory, tf_models):
 
 def test_tf_serving_stopped_and_restarted_under_load(served):
     server, double, models = served
-    users = [models.info.id2user[u] for u in range(30)]
-    expected = {}
-    for u in users:
-        status, body = http("POST", f"{server.url}/deepfm/recommend", {"user": u, "n_rec": 10})
-        assert status == 200, body
-        expected[u] = body
-    workers = server.workers()
-    requests = [("/deepfm/recommend", u, {"user": u, "n_rec": 10}) for u in users]
-
-    with LoadGenerator(server.url, requests, CONNECTIONS, max_requests=40_000,
-                       max_seconds=60) as load:
-        load.wait(1.0)
-        stopped = time.monotonic()
-        double.stop()
-        load.wait(2.0)
-        restarting = time.monotonic()
-        double.start()  # the same port; returns once the model is AVAILABLE again
-        back = time.monotonic()
-
-        def recovered() -> bool:
-            recent = load.between(time.monotonic() - 0.3, time.monotonic())
-            return bool(recent) and all(r.status == 200 for r in recent)
-
-        assert load.wait_until(recovered, 10) is not None, "no recovery within 10 s"
-        load.wait(1.0)
-    answers = load.answers
-    statuses = load.statuses()
-    assert set(statuses) <= {200, 503}, f"unexpected answers: {statuses}"
-    down = [x for x in load.between(stopped + 0.2, restarting) if x.ended < restarting]
-    assert len(down) >= 20 and all(x.status == 503 for x in down), load.statuses(down)
-    assert all(json_error(x) for x in answers if x.status == 503)
-    assert all(x.body == expected[x.key] for x in answers if x.status == 200)
-    last_error = max(x.started for x in answers if x.status != 200)
-    assert last_error - back < 5.0, f"errors until {last_error - back:.2f}s after the return"
-    assert len([x for x in answers if x.started > last_error]) >= 20
-    assert server.workers() == workers, "a worker crashed or was restarted"
+    requests = [("/deepfm/recommend", u, {"user": u, "n_rec": 10})
+                for u in (models.info.id2user[i] for i in range(30))]
+    # double.start binds the same port and returns once the model is AVAILABLE again
+    report = outage(server.url, requests, answers_of(server.url, requests), double.stop,
+                    double.start, server.workers, connections=CONNECTIONS, down=3.0)
+    assert outage_problems(report) == [], report
     assert http("GET", server.url + "/readyz")[0] == 200
 
 
