@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "fuzz_services", "date": datetime.now(timezone.utc).isoformat(
             timespec="seconds"),
-        "command": "python -m benchmarks.fuzz_services " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks.fuzz_services",
+                             shlex.join(sys.argv[1:])]).strip(),
         "machine": machine(), "plan": {"positive": plan.examples, "negative": plan.negative,
                                        "seed": plan.seed},
         "services": {},
