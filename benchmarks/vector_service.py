@@ -228,6 +228,26 @@ def post(url: str, body: dict) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User plus system CPU seconds of a process (and of its direct children)."""
+    pids = [pid]
+    if children:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+                pids += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    total = 0.0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class RedisProcess:
     """A redis-server on a free loopback port, without persistence, in ``folder``."""
 
@@ -340,11 +360,15 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str,
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests_per_s": round(statistics.median(r["requests_per_s"] for r in runs), 1),
-            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
             "p99_ms": max(r["p99_ms"] for r in runs),
             "errors": sum(r["errors"] for r in runs),
             "socket_errors": sum(r["error_kinds"]["socket"] for r in runs),
-            "non_2xx": sum(r["error_kinds"]["non_2xx"] for r in runs)}
+            "non_2xx": sum(r["error_kinds"]["non_2xx"] for r in runs),
+            "gunicorn_cpu_ms_per_request": statistics.median(
+                r["gunicorn_cpu_ms_per_request"] for r in runs),
+            "redis_cpu_ms_per_request": statistics.median(
+                r["redis_cpu_ms_per_request"] for r in runs)}
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -451,9 +475,17 @@ def main(argv: list[str] | None = None) -> int:
             wrk_script(scripts[name], info.id2user, use_faiss)
             run_wrk(target, scripts[name], args.warm_up, args.connections)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        owners = {"faiss": server, "exact": server, "hello": hello}
         for _ in range(args.rounds):
             for name, (target, _) in targets.items():
+                pid = owners[name].proc.pid
+                before = cpu_seconds(pid, children=True), cpu_seconds(redis_proc.proc.pid)
                 r = run_wrk(target, scripts[name], args.duration, args.connections)
+                after = cpu_seconds(pid, children=True), cpu_seconds(redis_proc.proc.pid)
+                r["gunicorn_cpu_ms_per_request"] = round(
+                    1e3 * (after[0] - before[0]) / max(r["requests"], 1), 3)
+                r["redis_cpu_ms_per_request"] = round(
+                    1e3 * (after[1] - before[1]) / max(r["requests"], 1), 3)
                 print(f"{name}: {r['requests_per_s']:.0f} req/s, p50 {r['p50_ms']} ms, "
                       f"p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)
                 runs[name].append(r)
@@ -524,19 +556,38 @@ def report(r: dict[str, Any]) -> str:
         "req/s and p50: median over the runs; p99: the worst run. Errors: socket errors plus "
         "non-2xx answers.",
         "",
-        "| target | req/s | p50 ms | p99 ms | socket errors | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| target | req/s | p50 ms | p99 ms | socket errors | non-2xx | gunicorn CPU ms / "
+        "request | Redis CPU ms / request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in sv.items():
         lines.append(f"| {name} | {e['requests_per_s']:.0f} | {e['p50_ms']} | {e['p99_ms']} | "
-                     f"{e['socket_errors']} | {e['non_2xx']} |")
-    lines += ["", "Per run:", ""]
+                     f"{e['socket_errors']} | {e['non_2xx']} | "
+                     f"{e['gunicorn_cpu_ms_per_request']} | {e['redis_cpu_ms_per_request']} |")
+    floor = sv["hello"]
+    mean_ms = 1e3 * s["connections"] / faiss_path["requests_per_s"]
+    lines += [
+        "",
+        "CPU per request: user plus system time of gunicorn's processes (Redis's) during a "
+        "run, divided by the requests answered (median over the runs).",
+        "",
+        f"wrk keeps {s['connections']} requests in flight, so the mean latency is "
+        f"{s['connections']} / throughput: {mean_ms:.1f} ms for the faiss path at "
+        f"{faiss_path['requests_per_s']:.0f} req/s. A p99 of "
+        f"{P99_TARGET_MS:g} ms at {s['connections']} connections needs more than "
+        f"{1e3 * s['connections'] / P99_TARGET_MS:.0f} req/s even with no spread at all, on 2 "
+        "cores that also run wrk and Redis; the constant app reaches "
+        f"{floor['requests_per_s']:.0f} req/s with p99 {floor['p99_ms']} ms.",
+        "",
+        "Per run:", "",
+    ]
     for name, e in sv.items():
         for i, x in enumerate(e["runs"]):
             lines.append(f"- {name} run {i + 1}: {x['requests_per_s']:.0f} req/s, p50 "
                          f"{x['p50_ms']} ms, p99 {x['p99_ms']} ms, {x['requests']} requests, "
-                         f"{x['errors']} errors; load average before "
-                         f"{_floats(x['load_average_before'])}")
+                         f"{x['errors']} errors, gunicorn CPU "
+                         f"{x['gunicorn_cpu_ms_per_request']} ms / request; load average "
+                         f"before {_floats(x['load_average_before'])}")
     lines += [
         "",
         "## Index choices (in-process)",
