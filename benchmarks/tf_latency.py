@@ -283,7 +283,8 @@ def markdown(result: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["cases"]:
-        cand = f"{c['candidates']:,}" if c["candidate_cap"] else f"~{c['candidates']:,} (all)"
+        cand = (f"{c['candidates']:,}" if c["candidate_cap"] else
+                f"all unconsumed (~{c['candidates'] - d['consumed_mean']:,.0f})")
         lines.append(f"| {c['model']} | {c['scoring']} | {c['candidate_cap']} | {cand} | "
                      f"{c['p50_ms']:.1f} | {c['p90_ms']:.1f} | {c['p99_ms']:.1f} | "
                      f"{c['mean_ms']:.1f} | {c['max_ms']:.1f} |")

@@ -15,8 +15,8 @@ class AutoInt(TFModel):
     The user, item and feature fields are embedded, then ``num_layers`` layers of multi-head
     self-attention with residual connections let every field attend to every other (see
     :class:`~libreco.algorithms._tf.layers.SelfAttention`); a linear layer on the concatenated
-    outputs gives the logit. With ``hidden_units`` a ReLU MLP over the raw embeddings is added
-    in parallel (the paper's AutoInt+).
+    outputs gives the logit. A ReLU MLP over the raw embeddings is added in parallel (the
+    paper's AutoInt+, its better variant); ``hidden_units=()`` leaves it out (plain AutoInt).
 
     Parameters
     ----------
@@ -29,7 +29,8 @@ class AutoInt(TFModel):
     num_layers : int
         Stacked attention layers.
     hidden_units : sequence of int
-        ReLU layers of the parallel MLP; empty for none.
+        ReLU layers of the parallel MLP; empty for none. The default (128, 64) is that of the
+        other TF rankers.
     """
 
     algorithm = "autoint"
@@ -37,7 +38,7 @@ class AutoInt(TFModel):
     def __init__(self, task: str, data_info, embed_size: int = 16, n_epochs: int = 20,
                  lr: float = 1e-3, batch_size: int = 256, reg: float = 1e-4, num_neg: int = 1,
                  att_embed_size: int = 8, num_heads: int = 2, num_layers: int = 2,
-                 hidden_units=(), dropout: float = 0.0, seed: int = 42,
+                 hidden_units=(128, 64), dropout: float = 0.0, seed: int = 42,
                  patience: int | None = 3):
         super().__init__(task, data_info, **own_params(AutoInt, locals()))
         self.att_embed_size = _int_param("att_embed_size", att_embed_size)

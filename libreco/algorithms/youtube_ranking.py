@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from libreco.algorithms._tf.layers import MLP, Dense, recency_pool, recency_positions
@@ -38,7 +39,9 @@ class YouTubeRanking(TFModel):
 
     def _build_network(self, p) -> None:
         self._build_fields(p, linear=True)
-        self.recency = p.zeros("recency", (self.recent_num,))
+        # recency logits start at -log(1 + r), weights proportional to 1 / (1 + r): the most
+        # recent item counts most until training says otherwise
+        self.recency = p.add("recency", -np.log1p(np.arange(self.recent_num)))
         self.deep = MLP(p, "deep", (self.n_fields + 2) * self.embed_size, self.hidden_units,
                         self.dropout, self.seed)
         self.deep_out = Dense(p, "deep_out", self.deep.out_dim, 1)

@@ -1,4 +1,5 @@
-"""WideDeep, FM and DeepFM: the shared suite, plus what the TF base promises on its own."""
+"""The TF rankers (WideDeep, FM, DeepFM, AutoInt, YouTubeRanking, DIN): the shared suite, plus
+what the TF base promises on its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from libreco.algorithms import FM, DeepFM, Recommender, WideDeep  # noqa: E402
+from libreco.algorithms import (  # noqa: E402
+    DIN,
+    FM,
+    AutoInt,
+    DeepFM,
+    Recommender,
+    WideDeep,
+    YouTubeRanking,
+)
 from libreco.algorithms.tf_base import roc_auc  # noqa: E402
 from libreco.data import DatasetFeat, DatasetPure  # noqa: E402
 from libreco.data.synthetic import FEATURE_COLUMNS, generate  # noqa: E402
@@ -47,6 +56,28 @@ class TestDeepFMRatingSuite(ModelSuite):
 
     def make_model(self, data_info):
         return DeepFM(task="rating", data_info=data_info, hidden_units=(32, 16), **FAST)
+
+
+class TestAutoIntSuite(ModelSuite):
+    dataset = "feat"
+
+    def make_model(self, data_info):
+        return AutoInt(task="ranking", data_info=data_info, hidden_units=(32, 16), **FAST)
+
+
+class TestYouTubeRankingSuite(ModelSuite):
+    dataset = "feat"
+
+    def make_model(self, data_info):
+        return YouTubeRanking(task="ranking", data_info=data_info, hidden_units=(32, 16),
+                              **FAST)
+
+
+class TestDINSuite(ModelSuite):
+    dataset = "feat"
+
+    def make_model(self, data_info):
+        return DIN(task="ranking", data_info=data_info, hidden_units=(32, 16), **FAST)
 
 
 # -- data and fixtures ---------------------------------------------------------------------------
@@ -275,3 +306,20 @@ def test_chunked_training_matches_batch_by_batch(small, monkeypatch):
     for name in plain:
         np.testing.assert_allclose(chunked[name], plain[name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
+
+
+def test_youtube_ranking_pool_starts_on_the_most_recent_items(small):
+    import tensorflow as tf
+
+    from libreco.algorithms._tf.layers import recency_pool, recency_positions
+
+    _, _, info = small
+    model = YouTubeRanking(task="ranking", data_info=info, recent_num=4)
+    model._build()
+    emb = tf.constant(np.eye(4, dtype=np.float32)[None])  # item j of the sequence is e_j
+    seq_len = tf.constant([3])
+    mask = tf.constant([[1.0, 1.0, 1.0, 0.0]])
+    pooled = recency_pool(emb, mask, model.recency, recency_positions(seq_len, 4)).numpy()[0]
+    # weights proportional to 1 / (1 + recency) over the three valid entries, newest last
+    expected = np.array([1 / 3, 1 / 2, 1.0, 0.0]) / (1 / 3 + 1 / 2 + 1.0)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5)
