@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "faults",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.faults", shlex.join(sys.argv[1:])]).strip(),
+        "source": args.source or source(),
         "machine": machine(), "rounds": args.rounds, "connections": args.connections,
         "scenarios": {},
     }
@@ -121,6 +123,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "requests": sum(r["requests"] for r in reports),
                          "broken_promises": sum(len(r["problems"]) for r in reports)}
     return results
+
+
+def source() -> str:
+    """The checkout's commit, marked when files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "services", "libreco", "jobs", "tests"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit} with uncommitted changes" if dirty else commit
 
 
 def _tf_rounds(args: argparse.Namespace, tf_models: Any, redis: Any, client: Any,
@@ -203,7 +220,8 @@ def report_md(results: dict[str, Any]) -> str:
     lines = [
         "# Faults under load",
         "",
-        f"Run {results['date']} with `{results['command']}` on {m['nproc']} x {m['cpu']} "
+        f"Run {results['date']} of {results['source']} with `{results['command']}` on "
+        f"{m['nproc']} x {m['cpu']} "
         f"(Python {m['python']}); load average at start {load}, at the end {load_end}. The "
         "cores are shared with other work.",
         "",
@@ -240,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs per scenario")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--source", default=None,
+                        help="the code that runs, for the record (default: the git commit)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     os.environ.setdefault("LIBRECO_LOG_LEVEL", "WARNING")

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timespec="seconds"),
         "command": " ".join(["python -m benchmarks.fuzz_services",
                              shlex.join(sys.argv[1:])]).strip(),
+        "source": args.source or source(),
         "machine": machine(), "plan": {"positive": plan.examples, "negative": plan.negative,
                                        "seed": plan.seed},
         "services": {},
@@ -113,6 +115,21 @@ def _summary(found: list) -> dict[str, Any]:
     return {"endpoints": endpoints}
 
 
+def source() -> str:
+    """The checkout's commit, marked when files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "services", "libreco", "jobs", "tests"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit} with uncommitted changes" if dirty else commit
+
+
 def report(results: dict[str, Any]) -> str:
     m, totals = results["machine"], results["totals"]
     load = ", ".join(f"{x:.1f}" for x in m["load_average"])
@@ -121,7 +138,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "# Fuzzing the services from their OpenAPI documents",
         "",
-        f"Run {results['date']} with `{results['command']}` on {m['nproc']} x {m['cpu']} "
+        f"Run {results['date']} of {results['source']} with `{results['command']}` on "
+        f"{m['nproc']} x {m['cpu']} "
         f"(Python {m['python']}); load average at start {load}, at the end {load_end}.",
         "",
         "Each service's WSGI app (knn, vector, tf scoring in-process, and all three on one "
@@ -161,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--negative", type=int, default=1000,
                         help="requests per endpoint that break it")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", default=None,
+                        help="the code that runs, for the record (default: the git commit)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     os.environ.setdefault("LIBRECO_LOG_LEVEL", "ERROR")  # answers are checked, not logged
