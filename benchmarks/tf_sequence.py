@@ -240,6 +240,14 @@ def markdown(result: dict) -> str:
         "the user neither consumed in training nor has in the held-out rows. Ranking metrics "
         "rank every item, consumed items excluded. The sequence models read each user's "
         "`recent_num` most recent training items, the items just before the held-out ones.",
+        "- Why the last interaction is held out: the habit links an item to the one just "
+        "before it, so only a held-out item that directly follows the training history "
+        "carries it. With `--split ratio` (the most recent 20% held out) every held-out item "
+        "after the first is two or more steps away from the history the model reads, and the "
+        "sequence signal is diluted in the averages.",
+        "- With one held-out item per user, NDCG@10 over 3,000 users has a standard error of "
+        "about 0.005 here: AutoInt's lead over DeepFM is within it, YouTubeRanking's and DIN's "
+        "are not.",
         "- YouTubeMatch scores are inner products, not probabilities; ROC-AUC only uses their "
         "order.",
         "- The MovieLens sample has about four interactions per user, so sequences are short and "
