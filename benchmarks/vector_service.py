@@ -365,10 +365,10 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "errors": sum(r["errors"] for r in runs),
             "socket_errors": sum(r["error_kinds"]["socket"] for r in runs),
             "non_2xx": sum(r["error_kinds"]["non_2xx"] for r in runs),
-            "gunicorn_cpu_ms_per_request": statistics.median(
-                r["gunicorn_cpu_ms_per_request"] for r in runs),
-            "redis_cpu_ms_per_request": statistics.median(
-                r["redis_cpu_ms_per_request"] for r in runs)}
+            "gunicorn_cpu_ms_per_request": round(statistics.median(
+                r["gunicorn_cpu_ms_per_request"] for r in runs), 3),
+            "redis_cpu_ms_per_request": round(statistics.median(
+                r["redis_cpu_ms_per_request"] for r in runs), 3)}
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--warm-up", type=int, default=3, help="seconds of wrk per path first")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per path")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per path")
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--interactions", type=int, default=500_000)
