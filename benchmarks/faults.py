@@ -39,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.knn_service import machine
+    from benchmarks.fuzz_services import machine
     from services.loaders.knn import load_knn
     from tests.ops import scenarios as sc
     from tests.services.conftest import Gunicorn, KnnModels, RedisServer

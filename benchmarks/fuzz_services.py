@@ -19,8 +19,10 @@ any request failed a check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -35,7 +37,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.knn_service import machine
     from services.core.app import create_app
     from tests.ops.fuzzing import Plan, build_services, fuzz_app
     from tests.services.conftest import KnnModels, RedisServer, free_port
@@ -113,6 +114,18 @@ def _summary(found: list) -> dict[str, Any]:
             "seconds": round(r.seconds, 1),
         })
     return {"endpoints": endpoints}
+
+
+def machine() -> dict[str, Any]:
+    """The processor, core count, Python and load average of this host."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "load_average": list(os.getloadavg())}
 
 
 def source() -> str:
