@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -246,6 +247,19 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def connections_per_process(port: int) -> list[int]:
+    """Established connections to ``port`` held by each process, most first (``ss``)."""
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    counts: dict[str, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[pid] = counts.get(pid, 0) + 1
+    return sorted(counts.values(), reverse=True)
 
 
 class RedisProcess:
@@ -480,7 +494,15 @@ def main(argv: list[str] | None = None) -> int:
             for name, (target, _) in targets.items():
                 pid = owners[name].proc.pid
                 before = cpu_seconds(pid, children=True), cpu_seconds(redis_proc.proc.pid)
+                spread: list[list[int]] = []
+                probe = threading.Timer(
+                    args.duration / 2,
+                    lambda port, out: out.append(connections_per_process(port)),
+                    args=(owners[name].port, spread))
+                probe.start()
                 r = run_wrk(target, scripts[name], args.duration, args.connections)
+                probe.join()
+                r["connections_per_worker"] = spread[0] if spread else []
                 after = cpu_seconds(pid, children=True), cpu_seconds(redis_proc.proc.pid)
                 r["gunicorn_cpu_ms_per_request"] = round(
                     1e3 * (after[0] - before[0]) / max(r["requests"], 1), 3)
@@ -579,6 +601,10 @@ def report(r: dict[str, Any]) -> str:
         "cores that also run wrk and Redis; the constant app reaches "
         f"{floor['requests_per_s']:.0f} req/s with p99 {floor['p99_ms']} ms.",
         "",
+        "Connections per worker are counted with `ss` halfway through each run: gunicorn's "
+        "gthread workers accept kept-alive connections as they come, so one worker may hold "
+        "most of wrk's connections for a whole run and answer on one core.",
+        "",
         "Per run:", "",
     ]
     for name, e in sv.items():
@@ -586,8 +612,9 @@ def report(r: dict[str, Any]) -> str:
             lines.append(f"- {name} run {i + 1}: {x['requests_per_s']:.0f} req/s, p50 "
                          f"{x['p50_ms']} ms, p99 {x['p99_ms']} ms, {x['requests']} requests, "
                          f"{x['errors']} errors, gunicorn CPU "
-                         f"{x['gunicorn_cpu_ms_per_request']} ms / request; load average "
-                         f"before {_floats(x['load_average_before'])}")
+                         f"{x['gunicorn_cpu_ms_per_request']} ms / request, connections per "
+                         f"worker {x.get('connections_per_worker')}; load average before "
+                         f"{_floats(x['load_average_before'])}")
     lines += [
         "",
         "## Index choices (in-process)",
