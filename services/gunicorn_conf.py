@@ -29,6 +29,7 @@ within ``LIBRECO_GRACEFUL_TIMEOUT`` seconds, then exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -94,7 +95,8 @@ def on_starting(server: Any) -> None:
         if os.path.isdir(target):
             shutil.rmtree(target, ignore_errors=True)
         else:
-            os.remove(target)
+            with contextlib.suppress(FileNotFoundError):  # an exiting master removed it
+                os.remove(target)
     server.log.info("metrics of all workers in %s", _metrics_dir)
 
 

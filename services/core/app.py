@@ -190,7 +190,7 @@ def _register_recommend(app: Flask, state: ServiceState) -> None:
         label = metrics.UNKNOWN_MODEL
         status = 500
         try:
-            req = parse_request(request.get_data(cache=False), cfg.n_rec, cfg.max_n_rec)
+            req = parse_request(_body(), cfg.n_rec, cfg.max_n_rec)
             if default_route is not None and name == default_route:
                 name = default_model.get()
             elif not is_model_name(name):
@@ -208,9 +208,7 @@ def _register_recommend(app: Flask, state: ServiceState) -> None:
             else:
                 found = handler.candidates(version, user, params, req.n_rec)
                 items, scores = rank(found, req.n_rec)
-            ids = version.item_ids
-            answer = [[ids[i], s] for i, s in zip(items.tolist(), scores.tolist())]
-            body = json.dumps({req.answer_key: answer})
+            body = version.answer_text(req.answer_key, items, scores)
             status = 200
             return Response(body, status=200, mimetype="application/json")
         except ServiceError as e:
@@ -221,6 +219,17 @@ def _register_recommend(app: Flask, state: ServiceState) -> None:
             raise
         finally:
             metrics.observe_request(label, status, time.perf_counter() - start)
+
+
+def _body() -> bytes:
+    """The request body, read straight from the WSGI stream when its length is declared and
+    within ``MAX_BODY_BYTES`` (otherwise through werkzeug, which answers 413)."""
+    env = request.environ
+    length = env.get("CONTENT_LENGTH") or ""
+    if length.isascii() and length.isdigit() and int(length) <= MAX_BODY_BYTES and \
+            "HTTP_TRANSFER_ENCODING" not in env:
+        return env["wsgi.input"].read(int(length))
+    return request.get_data(cache=False)
 
 
 def _json(obj: Any, status: int = 200) -> Response:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import select
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import redis
+from redis._parsers import BaseParser
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
@@ -58,6 +63,8 @@ class Store:
         self._unlogged = 0
         self._local = threading.local()
         self._direct = not isinstance(client, RedisCluster)
+        self.suspect = False
+        """Set when a background check of the store failed; :meth:`check_alive` then pings."""
 
     def fail(self, what: str, error: Exception) -> NoReturn:
         metrics.store_error()
@@ -92,8 +99,7 @@ class Store:
                 conn = local.conn = self.client.connection_pool.make_connection()
                 local.proven = False
             try:
-                conn.send_packed_command([packed], check_health=False)
-                answer = conn.read_response()
+                answer = _round_trip(conn, packed)
             except redis.exceptions.NoScriptError:
                 raise  # run() loads the script and tries again
             except redis.exceptions.ResponseError as e:
@@ -108,6 +114,28 @@ class Store:
             local.proven = True
             return answer
         raise AssertionError("unreachable")
+
+    def check_alive(self, what: str = "read") -> None:
+        """Make sure Redis still answers, for requests that need no data from it.
+
+        A request answered from a worker's memory asks Redis nothing, yet must still fail with
+        a 503 while Redis is away. This looks at the calling thread's idle connection without
+        blocking (one ``select`` with no wait): while Redis keeps it open, Redis is up.
+        When Redis closed it (Redis stopped or restarted), after the version poller met a
+        failure, or before the thread's first command, a ``PING`` decides, which also re-opens
+        the connection.
+        """
+        conn = getattr(self._local, "conn", None)
+        sock = conn._sock if conn is not None and self._direct else None
+        if sock is not None and not self.suspect:
+            try:
+                if not select.select((sock,), (), (), 0)[0]:
+                    return  # open and idle
+            except (OSError, ValueError):
+                pass
+            conn.disconnect()  # closed by Redis, or bytes nobody asked for: start afresh
+        self.command("PING", what=what)
+        self.suspect = False
 
     def script(self, lua: str) -> Script:
         """Register a Lua script; run it with :meth:`run`."""
@@ -154,6 +182,85 @@ def pack_command(args: Sequence[bytes | str | int]) -> bytes:
             arg = b"%d" % arg
         out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(out)
+
+
+def _round_trip(conn: Any, packed: bytes) -> Any:
+    """Send one packed command on ``conn`` and read its RESP2 answer straight off the socket.
+
+    The connection class still opens the socket (TLS, authentication, database, Sentinel
+    discovery); only the request's bytes skip redis-py's buffered parser, which costs more
+    than the command itself for one short answer. Socket problems become redis-py's
+    ``ConnectionError`` / ``TimeoutError``, error answers its ``ResponseError`` family.
+    """
+    if str(getattr(conn, "protocol", 2)) == "3":  # RESP3 answers: leave them to redis-py
+        conn.send_packed_command([packed], check_health=False)
+        return conn.read_response()
+    if conn._sock is None:
+        conn.connect()
+    try:
+        conn._sock.sendall(packed)
+        return _Reply(conn._sock).read()
+    except TimeoutError:
+        raise redis.exceptions.TimeoutError("Timeout reading from Redis") from None
+    except OSError as e:
+        raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {e}") from None
+
+
+class _Reply:
+    """The RESP2 answer to one command, read from a socket that carries nothing else."""
+
+    __slots__ = ("sock", "buf", "pos")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+
+    def _more(self, at_least: int = 1) -> None:
+        chunks = [self.buf[self.pos:]]
+        have = len(chunks[0])
+        while True:
+            chunk = self.sock.recv(max(65536, at_least - have))
+            if not chunk:
+                raise redis.exceptions.ConnectionError("Redis closed the connection")
+            chunks.append(chunk)
+            have += len(chunk)
+            if have >= at_least:
+                break
+        self.buf = b"".join(chunks)
+        self.pos = 0
+
+    def _line(self) -> bytes:
+        end = self.buf.find(b"\r\n", self.pos)
+        while end < 0:
+            self._more(len(self.buf) - self.pos + 1)
+            end = self.buf.find(b"\r\n", self.pos)
+        line = self.buf[self.pos:end]
+        self.pos = end + 2
+        return line
+
+    def read(self) -> Any:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            if len(self.buf) - self.pos < n + 2:
+                self._more(n + 2)
+            data = self.buf[self.pos:self.pos + n]
+            self.pos += n + 2
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        if kind == b":":
+            return int(rest)
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise BaseParser.parse_error(rest.decode(errors="replace"))
+        raise redis.exceptions.InvalidResponse(f"unexpected answer from Redis: {line[:40]!r}")
 
 
 def member_mask(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -204,6 +311,7 @@ class ModelVersion:
     extra: Any = None
     _by_id: dict = field(default_factory=dict, repr=False)
     _by_text: dict = field(default_factory=dict, repr=False)
+    _item_text: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for i, u in enumerate(self.user_ids):
@@ -224,6 +332,21 @@ class ModelVersion:
         if idx is None:
             idx = self._by_text.get(str(user), -1)
         return idx
+
+    def answer_text(self, key: str, items: np.ndarray, scores: np.ndarray) -> str:
+        """``json.dumps({key: [[item, score], ...]})`` with original ids for inner ``items``.
+
+        Each item's JSON text is made once per version, on its first answer.
+        """
+        texts = self._item_text
+        pairs = []
+        for i, s in zip(items.tolist(), scores.tolist()):
+            text = texts.get(i)
+            if text is None:
+                text = texts[i] = json.dumps(self.item_ids[i])
+            pairs.append(f"[{text}, {s!r}]" if math.isfinite(s) else
+                         f"[{text}, {json.dumps(s)}]")
+        return f"{{{json.dumps(key)}: [{', '.join(pairs)}]}}"
 
     def popular(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most popular items and their scores (the cold-start answer)."""
@@ -270,17 +393,23 @@ class _Entry:
 class ActiveModels:
     """Per-worker cache of the active version of each model name.
 
-    ``get`` costs nothing while the last check is younger than ``poll_interval``; otherwise
-    one thread re-reads the pointer (and, when it moved, the new version's data) while other
-    threads keep answering from the version they have.
+    With a positive ``poll_interval`` a background thread of the worker re-reads the pointer
+    of every model it serves once per interval and, when the pointer moved, reads the new
+    version's data before the version takes over: requests neither wait for the check nor for
+    the load, and use no Redis round trip for it. Should the thread fall behind (no check for
+    two intervals, e.g. while Redis is away), the next request checks itself while other
+    threads keep answering from the version they have. With an interval of 0 every request
+    checks.
     """
 
     def __init__(self, store: Store, handler: FamilyHandler, poll_interval: float):
         self.store = store
         self.handler = handler
         self.poll_interval = poll_interval
+        self._fresh_for = 2 * poll_interval
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._poller: threading.Thread | None = None
 
     def get(self, name: str) -> ModelVersion:
         """The version to answer one request with.
@@ -294,11 +423,12 @@ class ActiveModels:
         """
         entry = self._entries.get(name)
         if entry is not None and entry.current is not None and \
-                time.monotonic() - entry.checked_at < self.poll_interval:
+                time.monotonic() - entry.checked_at < self._fresh_for:
             return entry.current
         return self._refresh(name, entry)
 
     def _refresh(self, name: str, entry: _Entry | None) -> ModelVersion:
+        self._start_poller()
         if entry is None:
             with self._lock:
                 entry = self._entries.setdefault(name, _Entry())
@@ -321,6 +451,35 @@ class ActiveModels:
             raise
         finally:
             entry.lock.release()
+
+    def _start_poller(self) -> None:
+        """Start the polling thread in this process (again after a fork, which ends it)."""
+        if self.poll_interval <= 0 or (self._poller is not None and self._poller.is_alive()):
+            return
+        with self._lock:
+            if self._poller is not None and self._poller.is_alive():
+                return
+            self._poller = threading.Thread(target=_poll_loop,
+                                            args=(weakref.ref(self), self.poll_interval),
+                                            name="libreco-version-poll", daemon=True)
+            self._poller.start()
+
+    def poll(self) -> None:
+        """Check the pointer of every model this worker serves once (the thread's work)."""
+        for name, entry in list(self._entries.items()):
+            with entry.lock:
+                if entry.current is None:  # never resolved: the requests asking for it do
+                    continue
+                try:
+                    entry.current = self._check(name, entry.current)
+                    entry.checked_at = time.monotonic()
+                    self.store.suspect = False
+                except NotFound:
+                    self._forget(name)
+                except StoreUnavailable:
+                    self.store.suspect = True  # counted and logged by the store
+                except Exception:
+                    log.exception("%s: checking the active version failed", name)
 
     def _check(self, name: str, current: ModelVersion | None) -> ModelVersion:
         """Read the pointer; load the version it names when it is not ``current``."""
@@ -356,3 +515,14 @@ class ActiveModels:
         """Model name -> version this worker currently serves."""
         return {n: e.current.version for n, e in list(self._entries.items())
                 if e.current is not None}
+
+
+def _poll_loop(models: weakref.ReferenceType[ActiveModels], interval: float) -> None:
+    """Poll until the app that owns ``models`` is gone."""
+    while True:
+        time.sleep(interval)
+        owner = models()
+        if owner is None:
+            return
+        owner.poll()
+        del owner

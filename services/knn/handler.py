@@ -2,10 +2,13 @@
 
 Each request is one Redis round trip, decoded by numpy without a Python loop over items:
 
-* when the version's neighbour table fits in ``LIBRECO_TABLE_MEMORY_MB`` (20,000 rows of 20
-  neighbours take 3 MB), each worker copies it once per version and a request reads only the
-  consumed lists it needs (ItemCF: the user's, one ``HGET``; UserCF: the user's and the
-  neighbours', one ``HMGET``);
+* when the version's neighbour table and its users' consumed lists together fit in
+  ``LIBRECO_TABLE_MEMORY_MB`` (10,000 rows of 20 neighbours take 2.3 MB, 1,000,000 consumed
+  items 8 MB), each worker copies both once per version and a request reads nothing from
+  Redis: it only checks that Redis is still there, without a round trip while the worker's
+  connection stays open (:meth:`~services.core.versions.Store.check_alive`);
+* when only the neighbour table fits, a request reads the consumed lists it needs (ItemCF:
+  the user's, one ``HGET``; UserCF: the user's and the neighbours', one ``HMGET``);
 * otherwise a Lua script reads the user's consumed items and the neighbour lists they need
   inside the version's hash slot and returns them as a few binary strings.
 
@@ -130,6 +133,11 @@ class KnnVersion:
         Unlisted items by ``base_items``, highest first (rating; offset by the user's term).
     neighbours, similarities : np.ndarray, shape (n, k), int32 and float64, or None
         The neighbour lists in memory, or None when they are read from Redis per request.
+    consumed : np.ndarray of ``RECORD``, shape (n_interactions,), or None
+        Every user's consumed items and labels, user after user, or None when they are read
+        from Redis per request.
+    consumed_offsets : np.ndarray of int64, shape (n_users + 1,), or None
+        User ``u``'s records are ``consumed[consumed_offsets[u]:consumed_offsets[u + 1]]``.
     """
 
     k: int
@@ -141,6 +149,13 @@ class KnnVersion:
     by_base: Fallback
     neighbours: np.ndarray | None
     similarities: np.ndarray | None
+    consumed: np.ndarray | None = None
+    consumed_offsets: np.ndarray | None = None
+
+    def consumed_by(self, user: int) -> np.ndarray:
+        """User ``user``'s ``RECORD`` entries (held in memory)."""
+        offsets = self.consumed_offsets
+        return self.consumed[int(offsets[user]):int(offsets[user + 1])]
 
 
 class KnnHandler(FamilyHandler):
@@ -176,22 +191,30 @@ class KnnHandler(FamilyHandler):
         base_items = np.frombuffer(raw_items, dtype="<f4").astype(np.float64)
         by_base = np.argsort(-base_items, kind="stable")
         n_rows = version.n_items if based_on == "item" else version.n_users
-        table = self._table(version, n_rows, k)
-        neighbours = similarities = None
+        budget = self.config.table_memory_mb * 2**20
+        table_bytes = n_rows * k * 12  # int32 + float64
+        table = self._table(version, n_rows, k) if table_bytes <= budget else None
+        neighbours = similarities = consumed = offsets = None
         if table is not None:
             neighbours = table["index"].copy()
             similarities = table["value"].astype(np.float64)
             if based_on == "item":  # padding points at the sentinel item n_items, weight 0
                 neighbours[neighbours < 0] = version.n_items
+            try:
+                n_interactions = int(meta.get("n_interactions", ""))
+            except ValueError:  # versions written before the loader recorded it
+                n_interactions = -1
+            consumed_bytes = (n_interactions + version.n_users + 1) * 8
+            if n_interactions >= 0 and table_bytes + consumed_bytes <= budget:
+                consumed, offsets = self._consumed_lists(version)
         return KnnVersion(k=k, based_on=based_on, task=task, base_users=base_users,
                           base_items=base_items, popular=Fallback(version.popular_items, 0.0),
                           by_base=Fallback(by_base, base_items[by_base]),
-                          neighbours=neighbours, similarities=similarities)
+                          neighbours=neighbours, similarities=similarities,
+                          consumed=consumed, consumed_offsets=offsets)
 
-    def _table(self, version: ModelVersion, n_rows: int, k: int) -> np.ndarray | None:
-        """The whole neighbour table when it fits the memory budget."""
-        if n_rows * k * 12 > self.config.table_memory_mb * 2**20:  # int32 + float64
-            return None
+    def _table(self, version: ModelVersion, n_rows: int, k: int) -> np.ndarray:
+        """The whole neighbour table, shape (n_rows, k) of ``RECORD``."""
         key = version.keys.data("sim")
         rows = []
         for start in range(0, n_rows, self.TABLE_BATCH):
@@ -210,6 +233,25 @@ class KnnHandler(FamilyHandler):
             f"neighbours used per item or user (default {self.config.k_neighbors}); more than "
             "the model saved count as all of them", 1)}
 
+    def _consumed_lists(self, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
+        """Every user's consumed records, concatenated, and where each user's start."""
+        key = version.keys.data("consumed")
+        n_users = version.n_users
+        rows = []
+        for start in range(0, n_users, self.TABLE_BATCH):
+            fields = [str(u) for u in range(start, min(start + self.TABLE_BATCH, n_users))]
+            rows.extend(self.store.pipeline_execute([("hmget", (key, fields))],
+                                                    what="version read")[0])
+        lengths = np.fromiter((len(row) if row else 0 for row in rows), dtype=np.int64,
+                              count=n_users)
+        if (lengths % RECORD.itemsize).any():
+            raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
+                                   "malformed consumed lists")
+        offsets = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(lengths // RECORD.itemsize, out=offsets[1:])
+        records = np.frombuffer(b"".join(row for row in rows if row), dtype=RECORD)
+        return records, offsets
+
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)
         return min(k, version.extra.k)
@@ -226,13 +268,15 @@ class KnnHandler(FamilyHandler):
         keys = version.keys
         n_items = version.n_items
         if info.neighbours is not None:
-            own = self.store.command("HGET", keys.data("consumed"), user)
-            consumed = np.frombuffer(own or b"", dtype=RECORD)
+            if info.consumed is not None:
+                self.store.check_alive()
+                consumed = info.consumed_by(user)
+            else:
+                own = self.store.command("HGET", keys.data("consumed"), user)
+                consumed = np.frombuffer(own or b"", dtype=RECORD)
             exclude = consumed["index"]
-            neighbours = info.neighbours.take(exclude, axis=0)
-            sims = info.similarities.take(exclude, axis=0)
-            if k < info.k:
-                neighbours, sims = neighbours[:, :k], sims[:, :k]
+            neighbours = info.neighbours[exclude, :k]  # one contiguous copy of the rows
+            sims = info.similarities[exclude, :k]
         else:
             own, rows = self.store.run(self._item_based,
                                        [keys.data("consumed"), keys.data("sim")],
@@ -249,11 +293,11 @@ class KnnHandler(FamilyHandler):
         fallback = self._fallback(info, user)
         if len(exclude) == 0:
             return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
-        labels = consumed["value"].astype(np.float64)
+        labels = consumed["value"]
         if rating:  # r_ui - b_ui
-            labels -= info.base_users[user] + info.base_items[exclude]
+            labels = labels - (info.base_users[user] + info.base_items[exclude])
         sims = sims.reshape(len(exclude), -1)
-        contribution = (sims * labels[:, None]).ravel()
+        contribution = (sims * labels[:, None]).ravel()  # float64, as sims are
         items, starts, order = group(neighbours.ravel(), n_items + 1)
         total = np.add.reduceat(contribution[order], starts)
         n = len(items) - 1 if items[-1] == n_items else len(items)  # drop the sentinel
@@ -271,24 +315,29 @@ class KnnHandler(FamilyHandler):
             row = info.neighbours[user, :k]
             valid = row >= 0
             neighbour_ids, neighbour_sims = row[valid], info.similarities[user, :k][valid]
-            found = self.store.command("HMGET", keys.data("consumed"), user,
-                                       *neighbour_ids.tolist())
-            found = [found[0], None, *found[1:]]
+            if info.consumed is not None:
+                self.store.check_alive()
+                lists = [info.consumed_by(user)]
+                lists += [info.consumed_by(v) for v in neighbour_ids.tolist()]
+            else:
+                found = self.store.command("HMGET", keys.data("consumed"), user,
+                                           *neighbour_ids.tolist())
+                lists = [np.frombuffer(b or b"", dtype=RECORD) for b in found]
         else:
             found = self.store.run(self._user_based, [keys.data("sim"), keys.data("consumed")],
                                    [user, k])
             row = np.frombuffer(found[1], dtype=RECORD)
             neighbour_ids, neighbour_sims = row["index"], row["value"].astype(np.float64)
-        consumed = np.frombuffer(found[0] or b"", dtype=RECORD)
+            lists = [np.frombuffer(b or b"", dtype=RECORD) for b in (found[0], *found[2:])]
+        consumed = lists[0]
         exclude = consumed["index"]
         rating = info.task == "rating"
         fallback = self._fallback(info, user)
-        raw = [b or b"" for b in found[2:]]
-        lengths = np.fromiter((len(b) // RECORD.itemsize for b in raw), dtype=np.int64,
-                              count=len(raw))
+        lengths = np.fromiter((len(a) for a in lists[1:]), dtype=np.int64,
+                              count=len(lists) - 1)
         if not lengths.any():
             return Candidates(_EMPTY_I, _EMPTY_F, exclude, fallback)
-        records = np.frombuffer(b"".join(raw), dtype=RECORD)
+        records = np.concatenate(lists[1:])
         sims = np.repeat(neighbour_sims[:len(lengths)], lengths)
         labels = records["value"].astype(np.float64)
         if rating:  # r_vj - b_vj
