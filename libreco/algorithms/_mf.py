@@ -24,6 +24,7 @@ from libreco.algorithms.base import Recommender
 from libreco.utils.progress import log_epoch, progress
 
 FLOAT = np.float32
+NEG_TRIES = 16  # rejected negative draws before an exact draw (see unconsumed_item)
 
 
 class VectorRecommender(Recommender):
@@ -188,6 +189,7 @@ def group_by_user(users: np.ndarray, n_users: int, rng: np.random.Generator):
 # -- compiled kernels ---------------------------------------------------------------------------
 # Per-row stochastic gradient descent is sequential by nature: numpy cannot vectorise it without
 # changing the algorithm, so these loops are compiled with numba (on first call, cached on disk).
+# BPR's loop alone runs on several threads, each on its own shard of the rows (Hogwild).
 # ``kernel.py_func`` is the same code run by the interpreter: the tests' slow reference.
 @njit(cache=True, nogil=True)
 def svdpp_epoch(user_order, row_indptr, row_items, row_labels, imp_indptr, imp_indices,
@@ -246,38 +248,107 @@ def svdpp_epoch(user_order, row_indptr, row_items, row_labels, imp_indptr, imp_i
     return total
 
 
-@njit(cache=True, nogil=True)
-def bpr_epoch(users, pos_items, neg_items, user_factors, item_factors, item_bias, lr, reg):
-    """One SGD pass of BPR over (user, positive, negative) triples; returns the summed loss.
+@njit(cache=True, nogil=True, inline="always")
+def rand64(state, s):
+    """Next 64 random bits of stream ``s`` (xorshift64*), advancing ``state[s]`` in place."""
+    x = state[s]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    state[s] = x
+    return x * np.uint64(0x2545F4914F6CDD1D)
 
-    Each triple ascends ``ln σ(x_uij)`` with ``x_uij = p_u · (q_i - q_j) + b_i - b_j``.
-    """
-    d = user_factors.shape[1]
-    total = 0.0
-    for r in range(len(users)):
-        u, i, j = users[r], pos_items[r], neg_items[r]
-        x = item_bias[i] - item_bias[j]
-        for f in range(d):
-            x += user_factors[u, f] * (item_factors[i, f] - item_factors[j, f])
-        # gradient weight σ(-x) and loss -ln σ(x), without overflow
-        if x >= 0:
-            e = np.exp(-x)
-            g = e / (1.0 + e)
-            total += np.log1p(e)
+
+@njit(cache=True, nogil=True, inline="always")
+def rand_below(state, s, n):
+    """A random integer in ``[0, n)`` from stream ``s``, for ``1 <= n < 2**32``."""
+    return np.int64(((rand64(state, s) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def is_consumed(indptr, indices, u, j):
+    """Whether item ``j`` is among the sorted ``indices[indptr[u]:indptr[u + 1]]``."""
+    lo, hi = indptr[u], indptr[u + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < j:
+            lo = mid + 1
         else:
-            e = np.exp(x)
-            g = 1.0 / (1.0 + e)
-            total += -x + np.log1p(e)
-        item_bias[i] += lr * (g - reg * item_bias[i])
-        item_bias[j] += lr * (-g - reg * item_bias[j])
-        for f in range(d):
-            p = user_factors[u, f]
-            qi = item_factors[i, f]
-            qj = item_factors[j, f]
-            user_factors[u, f] += lr * (g * (qi - qj) - reg * p)
-            item_factors[i, f] += lr * (g * p - reg * qi)
-            item_factors[j, f] += lr * (-g * p - reg * qj)
-    return total
+            hi = mid
+    return lo < indptr[u + 1] and indices[lo] == j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def unconsumed_item(indptr, indices, n_items, u, state, s):
+    """An item drawn uniformly among those user ``u`` did not consume (there must be one).
+
+    A few rejected draws, then an exact draw of the t-th unconsumed item for the rare user who
+    consumed most of the catalogue; both are uniform, so their mix is too.
+    """
+    for _ in range(NEG_TRIES):
+        j = rand_below(state, s, n_items)
+        if not is_consumed(indptr, indices, u, j):
+            return j
+    j = rand_below(state, s, n_items - (indptr[u + 1] - indptr[u]))
+    for k in range(indptr[u], indptr[u + 1]):
+        if indices[k] > j:
+            break
+        j += 1
+    return j
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def bpr_epoch(order, users, items, indptr, indices, n_items, user_factors, item_factors,
+              item_bias, lr, reg, state):
+    """One SGD pass of BPR over the training rows; returns the summed loss ``-Σ ln σ(x_uij)``.
+
+    For each row ``(u, i)`` an item ``j`` that ``u`` did not consume (per the sorted CSR
+    ``indptr``, ``indices``) is drawn uniformly, and the triple ascends ``ln σ(x_uij)`` with
+    ``x_uij = p_u · (q_i - q_j) + b_i - b_j``. The rows are first shuffled in place in
+    ``order`` (int64, shape (n,)) with random stream 0; then ``order`` is cut into
+    ``len(state)`` equal shards, shard ``s`` visited by one thread with random stream
+    ``state[s]`` (uint64, advanced in place). Threads update the shared float32 factors without
+    locks (Hogwild), so only a single shard gives a result that does not depend on timing.
+    """
+    n = len(order)
+    n_shards = len(state)
+    d = user_factors.shape[1]
+    lr = np.float32(lr)
+    reg = np.float32(reg)
+    one = np.float32(1.0)
+    # Fisher-Yates shuffle of the row order
+    for k in range(n - 1, 0, -1):
+        t = rand_below(state, 0, k + 1)
+        order[k], order[t] = order[t], order[k]
+    losses = np.zeros(n_shards)
+    for s in prange(n_shards):
+        loss = 0.0
+        for k in range(s * n // n_shards, (s + 1) * n // n_shards):
+            r = order[k]
+            u, i = users[r], items[r]
+            j = unconsumed_item(indptr, indices, n_items, u, state, s)
+            pu, qi, qj = user_factors[u], item_factors[i], item_factors[j]
+            x = item_bias[i] - item_bias[j]
+            for f in range(d):
+                x += pu[f] * (qi[f] - qj[f])
+            # gradient weight σ(-x) and loss -ln σ(x), without overflow
+            if x >= 0:
+                e = np.exp(-x)
+                g = e / (one + e)
+                loss += np.log1p(e)
+            else:
+                e = np.exp(x)
+                g = one / (one + e)
+                loss += np.log1p(e) - x
+            item_bias[i] += lr * (g - reg * item_bias[i])
+            item_bias[j] += lr * (-g - reg * item_bias[j])
+            for f in range(d):
+                p, a, b = pu[f], qi[f], qj[f]
+                pu[f] = p + lr * (g * (a - b) - reg * p)
+                qi[f] = a + lr * (g * p - reg * a)
+                qj[f] = b + lr * (-g * p - reg * b)
+        losses[s] = loss
+    return losses.sum()
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor
-
+import numba
 import numpy as np
 
 from libreco.algorithms._mf import (
@@ -14,11 +12,10 @@ from libreco.algorithms._mf import (
     bpr_epoch,
     check_positive,
     end_epoch,
-    negative_sampler,
+    epochs,
     normal,
 )
 from libreco.algorithms.base import own_params
-from libreco.utils.progress import progress
 
 
 class BPR(VectorRecommender):
@@ -40,18 +37,27 @@ class BPR(VectorRecommender):
     reg : float
         L2 penalty per triple.
     batch_size : int
-        Triples sampled and processed per call of the compiled loop; bounds the memory of the
-        sampled negatives, not the result (steps are per triple).
+        Accepted so that models saved by earlier versions still load; it has no effect (the
+        negatives are drawn inside the compiled loop, row by row).
     init_std : float
         Standard deviation of the initial factors.
     seed : int
-        Seed of the initialisation, the row order and the negatives: the same seed gives the
-        same model.
+        Seed of the initialisation, the row order and the negatives. With ``num_threads=1`` the
+        same seed gives the same model; with several threads it does not (see Notes).
+    num_threads : int
+        Threads of the compiled loop; 0 (the default) uses numba's thread count, all cores
+        unless ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS`` say otherwise, as for ALS.
+        Capped at ``NUMBA_NUM_THREADS``.
 
     Notes
     -----
-    Only ``task="ranking"``. The per-triple loop is compiled with numba and runs on one thread,
-    which keeps training deterministic for a seed.
+    Only ``task="ranking"``. The per-triple loop is compiled with numba. Every epoch shuffles
+    the rows and cuts them into one shard per thread; each thread walks its shard with its own
+    random stream for the negatives (uniform over the items the user did not consume, checked
+    by binary search in ``data_info.user_consumed``) and updates the shared factors without
+    locks ("Hogwild", Recht et al., 2011). Concurrent updates of the same row may overwrite
+    each other, so with several threads the model depends on timing and is not bit-for-bit
+    reproducible; ``num_threads=1`` is.
     """
 
     algorithm = "bpr"
@@ -59,7 +65,8 @@ class BPR(VectorRecommender):
 
     def __init__(self, task: str = "ranking", data_info=None, embed_size: int = 64,
                  n_epochs: int = 20, lr: float = 0.05, reg: float = 0.01,
-                 batch_size: int = 65536, init_std: float = 0.05, seed: int = 42):
+                 batch_size: int = 65536, init_std: float = 0.05, seed: int = 42,
+                 num_threads: int = 0):
         super().__init__(task, data_info, **own_params(BPR, locals()))
         check_positive("embed_size", embed_size, integer=True)
         check_positive("n_epochs", n_epochs, integer=True)
@@ -67,6 +74,7 @@ class BPR(VectorRecommender):
         check_positive("lr", lr)
         check_positive("reg", reg, allow_zero=True)
         check_positive("init_std", init_std, allow_zero=True)
+        check_positive("num_threads", num_threads, integer=True, allow_zero=True)
         self.embed_size = int(embed_size)
         self.n_epochs = int(n_epochs)
         self.lr = float(lr)
@@ -74,6 +82,7 @@ class BPR(VectorRecommender):
         self.batch_size = int(batch_size)
         self.init_std = float(init_std)
         self.seed = int(seed)
+        self.num_threads = int(num_threads)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors,
@@ -95,44 +104,34 @@ class BPR(VectorRecommender):
             raise NotImplementedError("BPR learns from sampled negatives: neg_sampling=False "
                                       "is not supported")
         rng = np.random.default_rng(self.seed)
-        n_users, n_items, d = self.data_info.n_users, self.data_info.n_items, self.embed_size
+        info = self.data_info
+        n_users, n_items, d = info.n_users, info.n_items, self.embed_size
         self.user_factors = normal(rng, (n_users, d), self.init_std)
         self.item_factors = normal(rng, (n_items, d), self.init_std)
         self.item_bias = np.zeros(n_items, dtype=FLOAT)
-        users = train_data.user_indices.astype(np.int32)
-        items = train_data.item_indices.astype(np.int32)
-        sampler = negative_sampler(self.data_info, np.random.default_rng(rng.integers(2**63)))
-        n = len(users)
-        chunks = [(epoch, start) for epoch in range(1, self.n_epochs + 1)
-                  for start in range(0, n, self.batch_size)]
-        orders = {}
-
-        def draw(k: int):
-            """Rows and negatives of chunk ``k``; runs in a worker thread, one chunk ahead."""
-            epoch, start = chunks[k]
-            if start == 0:
-                orders[epoch] = rng.permutation(n)
-            rows = orders[epoch][start:start + self.batch_size]
-            if start + self.batch_size >= n:
-                del orders[epoch]
-            return rows, sampler.sample(users[rows]).astype(np.int32)
-
-        # sampling the next chunk overlaps the compiled loop on this one (it releases the GIL);
-        # chunks are drawn strictly in order, so the result does not depend on timing
-        total, started = 0.0, time.perf_counter()
-        bar = iter(progress(range(1, self.n_epochs + 1), verbose, desc=self.algorithm,
-                            total=self.n_epochs))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(draw, 0)
-            for k, (epoch, start) in enumerate(chunks):
-                rows, neg = pending.result()
-                if k + 1 < len(chunks):
-                    pending = pool.submit(draw, k + 1)
-                total += bpr_epoch(users[rows], items[rows], neg, self.user_factors,
-                                   self.item_factors, self.item_bias, self.lr, self.reg)
-                if start + self.batch_size >= n:
-                    next(bar, None)
-                    end_epoch(self.algorithm, epoch, self.n_epochs, started, verbose,
-                              bpr_loss=total / n)
-                    total, started = 0.0, time.perf_counter()
-        next(bar, None)  # closes a progress bar
+        users = np.ascontiguousarray(train_data.user_indices, dtype=np.int32)
+        items = np.ascontiguousarray(train_data.item_indices, dtype=np.int32)
+        consumed = info.user_consumed
+        if not consumed.has_sorted_indices:
+            consumed = consumed.sorted_indices()
+        indptr = consumed.indptr.astype(np.int64)
+        indices = consumed.indices.astype(np.int32)
+        full = np.unique(users[np.diff(indptr)[users] >= n_items])
+        if full.size:
+            raise ValueError(f"user {int(full[0])} (inner index) consumed every item, so BPR has "
+                             f"no negative to sample ({full.size} such users)")
+        threads = min(self.num_threads or numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        # one random stream per thread, seeded from the model's seed; xorshift needs nonzero
+        state = rng.integers(1, 2**63, size=threads, dtype=np.int64).astype(np.uint64)
+        order = np.arange(len(users), dtype=np.int64)
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            for epoch, started in epochs(self.algorithm, self.n_epochs, verbose):
+                loss = bpr_epoch(order, users, items, indptr, indices, n_items,
+                                 self.user_factors, self.item_factors, self.item_bias,
+                                 self.lr, self.reg, state)
+                end_epoch(self.algorithm, epoch, self.n_epochs, started, verbose,
+                          bpr_loss=loss / max(len(users), 1))
+        finally:
+            numba.set_num_threads(previous)
