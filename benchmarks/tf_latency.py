@@ -60,6 +60,8 @@ TRAIN = {"n_epochs": 1, "batch_size": 2048}
 CASES = [
     ("deepfm", "in-process", 3_000),
     ("deepfm", "rest", 3_000),
+    ("deepfm", "in-process", 30_000),
+    ("deepfm", "rest", 30_000),
     ("deepfm", "in-process", 0),
     ("deepfm", "rest", 0),
     ("din", "in-process", 3_000),
