@@ -107,5 +107,10 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid, _metrics_dir)
 
 
+def post_worker_init(worker: Any) -> None:
+    """One line per worker once its app is built: from here on it takes requests."""
+    worker.log.info("worker %s ready", worker.pid)
+
+
 def worker_int(worker: Any) -> None:
     worker.log.info("worker %s interrupted, finishing its requests", worker.pid)

@@ -224,12 +224,20 @@ class Gunicorn:
             wait_for(lambda: http("GET", self.url + "/healthz", timeout=1)[0] == 200, 30,
                      what="gunicorn /healthz")
             wait_for(lambda: len(self.workers()) == 2, 10, what="two gunicorn workers")
+            # both apps built: a signal now never meets a worker that is still booting
+            wait_for(lambda: self.booted() >= 2, 30, what="two booted gunicorn workers")
         except AssertionError:
             self.stop()
             raise AssertionError("gunicorn did not start:\n" + log.read_text()[-3000:]) from None
 
     def workers(self) -> set[int]:
         return child_pids(self.proc.pid)
+
+    def booted(self) -> int:
+        """Workers that logged the ``post_worker_init`` line of ``services.gunicorn_conf``."""
+        self._log_file.flush()
+        return sum(1 for line in self.log.read_text().splitlines()
+                   if line.rstrip().endswith(" ready") and "worker " in line)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
