@@ -177,7 +177,12 @@ def killed_load(url: str, requests: Requests, expected_old: Mapping[Any, Any], c
             for version, state in client.hgetall(model.versions).items():
                 if state == b"writing" and \
                         client.hlen(VersionKeys(name, version.decode()).data("consumed")):
-                    return version.decode()
+                    # hold the loader's next write until it is killed: this thread shares
+                    # the interpreter with the load generator's and may be slow to act
+                    client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+                    if client.hget(model.versions, version) == b"writing":
+                        return version.decode()
+                    client.execute_command("CLIENT", "UNPAUSE")
             if loader.poll() is not None:
                 raise AssertionError("the loader finished before it could be killed")
             return None
@@ -185,6 +190,7 @@ def killed_load(url: str, requests: Requests, expected_old: Mapping[Any, Any], c
         dying = wait_for(halfway, 60, interval=0.005, what="the loader to be halfway")
         loader.send_signal(signal.SIGKILL)
         loader.wait(10)
+        client.execute_command("CLIENT", "UNPAUSE")
         killed = time.monotonic()
         load.wait(after_kill)
         active_after_kill = client.get(model.active).decode()

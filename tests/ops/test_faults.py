@@ -125,7 +125,7 @@ def test_redis_killed_and_restarted_under_load(knn, private_redis, gunicorn):
 # -- a loader killed halfway under load -----------------------------------------------------------
 def test_loader_killed_halfway_then_a_complete_load(knn, private_redis, gunicorn, tmp_path):
     a, _ = knn
-    big = KnnModels(tmp_path, seed=31, n_users=8000, n_items=1000, n_interactions=80_000)
+    big = KnnModels(tmp_path, seed=31, n_users=20_000, n_items=1000, n_interactions=200_000)
     client = private_redis.client()
     load_knn(a.paths["item_cf"], client=client)
     server = gunicorn({"REDIS_URL": private_redis.url})
