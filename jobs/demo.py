@@ -3,7 +3,8 @@
 ``make demo`` runs ``python -m jobs.demo``:
 
 1. generates interactions and trains one model of each family whose code and serving stack are
-   installed (ItemCF, ALS, DIN), writing model directories under ``demo_models/``;
+   installed (ItemCF, ALS, DIN, and DeepFM as a second TF model), writing model directories
+   under ``demo_models/``;
 2. starts a private ``redis-server`` on a free loopback port (or uses ``REDIS_URL`` when set);
 3. loads every model into Redis with ``python -m jobs.load``;
 4. serves all families on ``127.0.0.1:5000`` with gunicorn (``services.all_deploy:app``);
@@ -45,6 +46,8 @@ MODELS = [
       "--use_faiss", "false"]),
     ("din", ["--param", "n_epochs=2", "--tf-serving-dir", "{models_dir}/tf_serving"],
      ["services/tf/tf_request.py", "--user", "1", "--n_rec", "10", "--algo", "din"]),
+    ("deepfm", ["--param", "n_epochs=2", "--tf-serving-dir", "{models_dir}/tf_serving"],
+     ["services/tf/tf_request.py", "--user", "1", "--n_rec", "10", "--algo", "deepfm"]),
 ]
 HANDLER_MODULES = {"knn": "services.knn.handler", "vector": "services.vector.handler",
                    "tf": "services.tf.handler"}

@@ -27,11 +27,13 @@ def test_demo_trains_loads_serves_and_answers_every_family(tmp_path):
          "--interactions", "20000", "--models-dir", str(tmp_path / "models")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    # the three seed requests answered for user 1, each with ten distinct items
+    # the seed requests answered for user 1, each with ten distinct items
     blocks = out.stdout.split("\n$ python ")[1:]
     scripts = [b.split(" ", 1)[0] for b in blocks]
     assert scripts == ["services/knn/knn_request.py", "services/vector/vector_request.py",
-                       "services/tf/tf_request.py"], out.stdout[-3000:]
+                       "services/tf/tf_request.py", "services/tf/tf_request.py"], \
+        out.stdout[-3000:]
+    assert "--algo din" in blocks[2] and "--algo deepfm" in blocks[3]
     decoder = json.JSONDecoder()
     for block in blocks:
         answer, _ = decoder.raw_decode(block[block.index("{"):])
@@ -42,7 +44,7 @@ def test_demo_trains_loads_serves_and_answers_every_family(tmp_path):
         scores = [score for _, score in pairs]
         assert scores == sorted(scores, reverse=True)
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["models"] == ["item_cf", "als", "din"]
+    assert summary["models"] == ["item_cf", "als", "din", "deepfm"]
     # everything it started is stopped: the port is free again, no model left half written
     assert not port_in_use(port)
     for algorithm in summary["models"]:
