@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_SECONDS = 30.0
 TARGET_GIB = 4.0
@@ -39,14 +41,7 @@ def machine() -> dict:
     import numpy as np
     import pandas as pd
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

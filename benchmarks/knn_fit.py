@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.common import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 20  # neighbours for every contender
 N_REC = 10
@@ -140,13 +142,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
 
 # -- parent --------------------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = {"python": platform.python_version()}
     for pkg in ("numpy", "scipy", "implicit"):

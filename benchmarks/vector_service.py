@@ -37,7 +37,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from benchmarks.common import cpu_model, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -203,12 +204,6 @@ def hello_app():
 
 
 # -- processes --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -387,14 +382,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- main -------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import faiss
     import numpy
 
