@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.fuzz_services import machine
+    from benchmarks.common import host, source
     from services.loaders.knn import load_knn
     from tests.ops import scenarios as sc
     from tests.services.conftest import Gunicorn, KnnModels, RedisServer
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.faults", shlex.join(sys.argv[1:])]).strip(),
         "source": args.source or source(),
-        "machine": machine(), "rounds": args.rounds, "connections": args.connections,
+        "machine": host(), "rounds": args.rounds, "connections": args.connections,
         "scenarios": {},
     }
     record: Callable[[str, dict, list], None] = _recorder(results)
@@ -123,21 +122,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "requests": sum(r["requests"] for r in reports),
                          "broken_promises": sum(len(r["problems"]) for r in reports)}
     return results
-
-
-def source() -> str:
-    """The checkout's commit, marked when files differ from it."""
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "services", "libreco", "jobs", "tests"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return "unknown"
-    if not commit:
-        return "unknown"
-    return f"{commit} with uncommitted changes" if dirty else commit
 
 
 def _tf_rounds(args: argparse.Namespace, tf_models: Any, redis: Any, client: Any,

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import cpu_model
+from benchmarks.common import host, source
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -50,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python -m benchmarks.fuzz_services",
                              shlex.join(sys.argv[1:])]).strip(),
         "source": args.source or source(),
-        "machine": machine(), "plan": {"positive": plan.examples, "negative": plan.negative,
+        "machine": host(), "plan": {"positive": plan.examples, "negative": plan.negative,
                                        "seed": plan.seed},
         "services": {},
     }
@@ -115,28 +113,6 @@ def _summary(found: list) -> dict[str, Any]:
             "seconds": round(r.seconds, 1),
         })
     return {"endpoints": endpoints}
-
-
-def machine() -> dict[str, Any]:
-    """The processor, core count, Python and load average of this host."""
-    cpu = cpu_model()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "load_average": list(os.getloadavg())}
-
-
-def source() -> str:
-    """The checkout's commit, marked when files differ from it."""
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "services", "libreco", "jobs", "tests"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return "unknown"
-    if not commit:
-        return "unknown"
-    return f"{commit} with uncommitted changes" if dirty else commit
 
 
 def report(results: dict[str, Any]) -> str:

@@ -32,129 +32,27 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import cpu_model, free_port
+from benchmarks.common import (
+    HELLO_BODY_ENV,
+    Gunicorn,
+    RedisProcess,
+    host,
+    post,
+    run_wrk,
+    wrk_script,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-HELLO_BODY_ENV = "LIBRECO_BENCH_HELLO_BODY"
-
-
-def hello_app():
-    """A Flask app whose one route answers a constant JSON body (gunicorn app factory)."""
-    from flask import Flask, Response
-
-    body = Path(os.environ[HELLO_BODY_ENV]).read_bytes()
-    app = Flask("hello")
-
-    @app.post("/<name>/recommend")
-    def recommend(name: str) -> Response:
-        return Response(body, status=200, mimetype="application/json")
-
-    return app
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def post(url: str, body: dict) -> bytes:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.read()
-
-
-def machine() -> dict[str, Any]:
-    cpu = cpu_model()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "load_average": list(os.getloadavg())}
-
-
-def wrk_script(path: Path, users: list) -> None:
-    ids = ",".join(json.dumps(u) for u in users)
-    path.write_text(f"""
-local users = {{{ids}}}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-math.randomseed(os.time())
-request = function()
-  local u = users[math.random(1, #users)]
-  local user = type(u) == "string" and ('"' .. u .. '"') or tostring(u)
-  return wrk.format(nil, nil, nil,
-    '{{"user": ' .. user .. ', "n_rec": 10, "k_neighbors": 10}}')
-end
-""")
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
-    before = list(os.getloadavg())
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "--timeout", "5s", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-    result: dict[str, Any] = {"raw": out, "load_average_before": before,
-                              "load_average_after": list(os.getloadavg())}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    result["requests_per_s"] = float(m.group(1)) if m else 0.0
-    m = re.search(r"(\d+) requests in", out)
-    result["requests"] = int(m.group(1)) if m else 0
-    for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out)
-        if m:
-            scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-            result[f"p{pct}_ms"] = round(float(m.group(1)) * scale, 3)
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(g) for g in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    result["errors"] = errors
-    return result
-
-
-class Gunicorn:
-    def __init__(self, app: str, env: dict[str, str], log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")  # noqa: SIM115 - open while gunicorn runs
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf", app],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "LIBRECO_PORT": str(self.port),
-                 "LIBRECO_LOG_LEVEL": "WARNING", **env})
-        wait_http(self.url + "/healthz" if "knn" in app else self.url + "/")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
 
-    import redis
 
     from libreco.algorithms import ItemCF
     from libreco.data import DatasetPure
@@ -180,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     from libreco.utils import save_knn
     from services.loaders.knn import sim2redis, user_consumed2redis
 
-    results: dict[str, Any] = {"benchmark": "knn_service", "machine": machine(),
+    results: dict[str, Any] = {"benchmark": "knn_service", "machine": host(),
                                "date": dt.datetime.now(dt.timezone.utc).isoformat(
                                    timespec="seconds"),
                                "settings": vars(args)}
     work = Path(tempfile.mkdtemp(prefix="libreco-bench-"))
-    redis_proc = None
+    redis_proc: RedisProcess | None = None
     servers: list[Gunicorn] = []
     try:
         t0 = time.perf_counter()
@@ -202,19 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                            "itemcf_fit_s": round(t2 - t1, 2)}
         print(f"data and ItemCF ready ({results['data']})", flush=True)
 
-        port = free_port()
-        redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(work)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        redis_proc = RedisProcess(work)
+        url, client = redis_proc.url, redis_proc.client
 
         t0 = time.perf_counter()
         sim2redis(model_dir, client=client)
@@ -235,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load: {results['load']}", flush=True)
 
         script = work / "post.lua"
-        wrk_script(script, info.id2user)
+        wrk_script(script, info.id2user, {"n_rec": 10, "k_neighbors": 10})
         runs: dict[str, Any] = {}
         for worker_class in args.worker_classes.split(","):
             env = {"REDIS_URL": url, "LIBRECO_WORKER_CLASS": worker_class,
@@ -244,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                            {**env, "PROMETHEUS_MULTIPROC_DIR": str(work / f"m-{worker_class}")},
                            work / f"knn-{worker_class}.log")
             servers.append(knn)
-            sample = post(knn.url + "/item_cf/recommend",
-                          {"user": info.id2user[0], "n_rec": 10, "k_neighbors": 10})
+            _, sample = post(knn.url + "/item_cf/recommend",
+                             {"user": info.id2user[0], "n_rec": 10, "k_neighbors": 10})
             body_file = work / "hello.json"
             body_file.write_bytes(sample)
-            hello = Gunicorn("benchmarks.knn_service:hello_app()",
+            hello = Gunicorn("benchmarks.common:hello_app()",
                              {**env, HELLO_BODY_ENV: str(body_file),
                               "PROMETHEUS_MULTIPROC_DIR": str(work / f"h-{worker_class}")},
                              work / f"hello-{worker_class}.log")
@@ -263,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_wrk(target, script, args.duration, args.connections)
                     print(f"{worker_class} {name}: {r['requests_per_s']:.0f} req/s, "
                           f"p99 {r.get('p99_ms')} ms, errors {r['errors']}", flush=True)
-                    entry[name].append({k: v for k, v in r.items() if k != "raw"})
+                    entry[name].append(r)
             for name in ("hello", "knn"):
                 runs_of = entry[name]
                 entry[f"{name}_requests_per_s"] = round(
@@ -288,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.stop()
         if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(10)
+            redis_proc.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))

@@ -33,30 +33,33 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import cpu_model, free_port
+from benchmarks.common import (
+    HELLO_BODY_ENV,
+    Gunicorn,
+    RedisProcess,
+    host,
+    post,
+    run_wrk,
+    wrk_script,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 COMMAND = "flock -x /tmp/libreco-cpu.lock python -m benchmarks.vector_service"
-HELLO_BODY_ENV = "LIBRECO_BENCH_HELLO_BODY"
 P99_TARGET_MS = 15.0
 RECALL_TARGET = 0.95
 
@@ -184,44 +187,7 @@ def index_study(model_dir: Path, n_users: int, seed: int) -> dict[str, Any]:
             rows[1]["exact_fallbacks"] == 0}
 
 
-def hello_app():
-    """A Flask app whose one route answers a constant body (gunicorn app factory): the floor
-    of what Flask under gunicorn costs per request on this machine."""
-    from flask import Flask, Response
-
-    body = Path(os.environ[HELLO_BODY_ENV]).read_bytes()
-    app = Flask("hello")
-
-    @app.post("/<name>/recommend")
-    def recommend(name: str) -> Response:
-        return Response(body, status=200, mimetype="application/json")
-
-    @app.get("/readyz")
-    def ready() -> Response:
-        return Response("{}", status=200, mimetype="application/json")
-
-    return app
-
-
 # -- processes --------------------------------------------------------------------------------
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
-def post(url: str, body: dict) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -257,114 +223,7 @@ def connections_per_process(port: int) -> list[int]:
     return sorted(counts.values(), reverse=True)
 
 
-class RedisProcess:
-    """A redis-server on a free loopback port, without persistence, in ``folder``."""
-
-    def __init__(self, folder: Path):
-        import redis
-
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-class GunicornProcess:
-    """An app (the vector service by default) under gunicorn with
-    ``services/gunicorn_conf.py``, started and ready to serve."""
-
-    def __init__(self, env: dict[str, str], log: Path, timeout: float = 120.0,
-                 app: str = "services.vector.vector_deploy:app"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")  # noqa: SIM115 - open while gunicorn runs
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf", app],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "LIBRECO_PORT": str(self.port),
-                 "LIBRECO_LOG_LEVEL": "WARNING", **env})
-        deadline = time.monotonic() + timeout
-        while http_status(self.url + "/readyz") != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the vector service did not become ready; see {log}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-
 # -- wrk --------------------------------------------------------------------------------------
-def wrk_script(path: Path, users: list, use_faiss: bool) -> None:
-    """A wrk script posting ``{"user": <random user>, "n_rec": 10, "use_faiss": ...}``."""
-    ids = ",".join(json.dumps(str(u)) for u in users)
-    flag = "true" if use_faiss else "false"
-    path.write_text(f"""
-local users = {{{ids}}}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-math.randomseed(os.time())
-request = function()
-  local u = users[math.random(1, #users)]
-  return wrk.format(nil, nil, nil,
-    '{{"user": "' .. u .. '", "n_rec": 10, "use_faiss": {flag}}}')
-end
-""")
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
-    """One wrk run; latency percentiles in ms, errors = socket errors + non-2xx answers."""
-    before = [round(x, 2) for x in os.getloadavg()]
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "--timeout", "5s", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-    result: dict[str, Any] = {"load_average_before": before}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    result["requests_per_s"] = float(m.group(1)) if m else 0.0
-    m = re.search(r"(\d+) requests in", out)
-    result["requests"] = int(m.group(1)) if m else 0
-    for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"\s{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s)\b", out)
-        if m:
-            scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-            result[f"p{pct}_ms"] = round(float(m.group(1)) * scale, 3)
-    errors = {"socket": 0, "non_2xx": 0}
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors["socket"] = sum(int(g) for g in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors["non_2xx"] = int(m.group(1))
-    result["errors"] = errors["socket"] + errors["non_2xx"]
-    result["error_kinds"] = errors
-    if "p99_ms" not in result or result["requests"] == 0:
-        raise RuntimeError(f"wrk gave no latency figures:\n{out}")
-    return result
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -382,14 +241,12 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- main -------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = cpu_model()
     import faiss
-    import numpy
 
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "numpy": numpy.__version__,
-            "faiss": faiss.__version__,
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    info = host()
+    return {**{k: v for k, v in info.items() if k != "load_average"},
+            "numpy": np.__version__, "faiss": faiss.__version__,
+            "load_average_at_start": [round(x, 2) for x in info["load_average"]]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k != "no_write"}}
     work = Path(tempfile.mkdtemp(prefix="libreco-bench-"))
     redis_proc: RedisProcess | None = None
-    servers: list[GunicornProcess] = []
+    servers: list[Gunicorn] = []
     try:
         t0 = time.perf_counter()
         df = interactions(args.users, args.items, args.interactions, seed=7)
@@ -452,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load: {results['load']}", flush=True)
 
         env = {"REDIS_URL": redis_proc.url, "LIBRECO_WORKERS": "2"}
-        server = GunicornProcess({**env, "PROMETHEUS_MULTIPROC_DIR": str(work / "m-vector")},
-                                 work / "vector.log")
+        server = Gunicorn("services.vector.vector_deploy:app",
+                          {**env, "PROMETHEUS_MULTIPROC_DIR": str(work / "m-vector")},
+                          work / "vector.log")
         servers.append(server)
         url = server.url + "/vector/recommend"
         for use_faiss in (True, False):
@@ -463,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"sample request answered {status}: {body[:300]!r}")
             if use_faiss:
                 (work / "hello.json").write_bytes(body)
-        hello = GunicornProcess({**env, HELLO_BODY_ENV: str(work / "hello.json"),
-                                 "PROMETHEUS_MULTIPROC_DIR": str(work / "m-hello")},
-                                work / "hello.log", app="benchmarks.vector_service:hello_app()")
+        hello = Gunicorn("benchmarks.common:hello_app()",
+                         {**env, HELLO_BODY_ENV: str(work / "hello.json"),
+                          "PROMETHEUS_MULTIPROC_DIR": str(work / "m-hello")},
+                         work / "hello.log")
         servers.append(hello)
         results["answer_bytes"] = len((work / "hello.json").read_bytes())
 
@@ -474,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         scripts = {}
         for name, (target, use_faiss) in targets.items():
             scripts[name] = work / f"{name}.lua"
-            wrk_script(scripts[name], info.id2user, use_faiss)
+            wrk_script(scripts[name], [str(u) for u in info.id2user],
+                       {"n_rec": 10, "use_faiss": use_faiss})
             run_wrk(target, scripts[name], args.warm_up, args.connections)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         owners = {"faiss": server, "exact": server, "hello": hello}
