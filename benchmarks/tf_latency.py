@@ -44,7 +44,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import free_port
+from benchmarks.common import RedisProcess, free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -107,30 +107,6 @@ def train_and_export(folder: Path) -> dict:
     out["users"] = [info.id2user[u] for u in range(info.n_users)]
     out["consumed_mean"] = float(np.mean(np.diff(info.consumed_indptr)))
     return out
-
-
-class Redis:
-    """A private redis-server on a free loopback port, without persistence."""
-
-    def __init__(self, folder: Path):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(folder), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        self.client = redis.Redis(host="127.0.0.1", port=self.port)
-        wait_until(self.client.ping, 15, "redis-server", (redis.ConnectionError,))
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 class ServingDouble:
@@ -215,7 +191,7 @@ def main(argv=None) -> int:
         data = train_and_export(folder)
         users = data.pop("users")
         result["data"] = {**DATA, **data}
-        redis = Redis(folder)
+        redis = RedisProcess(folder)
         double = None
         try:
             start = time.perf_counter()
