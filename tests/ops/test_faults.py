@@ -77,8 +77,12 @@ def requests_for(users: list, model: str = "item_cf") -> list[tuple[str, Any, An
     return [(f"/{model}/recommend", u, {"user": u, "n_rec": 10}) for u in users]
 
 
-def served(url: str, user: Any, expected: Any) -> bool:
-    return http("POST", f"{url}/item_cf/recommend", {"user": user, "n_rec": 10})[1] == expected
+def served(url: str, user: Any, expected: Any, times: int = 20, same: bool = True) -> bool:
+    """``times`` requests in a row answer ``expected`` (or, with ``same=False``, anything
+    else). Each opens its own connection, so every gunicorn worker (each notices a new version
+    on its own) is asked in all likelihood."""
+    return all((http("POST", f"{url}/item_cf/recommend", {"user": user, "n_rec": 10})[1]
+                == expected) == same for _ in range(times))
 
 
 # -- a new version under load -------------------------------------------------------------------
@@ -90,7 +94,7 @@ def test_version_swap_under_load(knn, private_redis, gunicorn):
     users = list(a.info.id2user[:40])
     expected_a = answers_of(server.url, requests_for(users))
     load_knn(b.paths["item_cf"], client=client)
-    wait_for(lambda: not served(server.url, users[0], expected_a[users[0]]), 5,
+    wait_for(lambda: served(server.url, users[0], expected_a[users[0]], same=False), 5,
              what="the second version")
     expected_b = answers_of(server.url, requests_for(users))
     load_knn(a.paths["item_cf"], client=client)
