@@ -21,7 +21,12 @@ variable                       default    meaning
 
 ``gthread`` is the default because it keeps client connections open between requests; on
 loopback it answered more requests per second than ``sync`` for both the knn service and a
-hello-world route (``benchmarks/results/knn_service.md``).
+hello-world route (``benchmarks/results/knn_service.md``). It runs as
+:class:`services.worker.BalancedThreadWorker`, which spreads kept-alive connections evenly over
+the workers.
+
+Each worker loads the active models of its family before it takes requests
+(:func:`services.core.app.preload`), then logs ``worker <pid> ready``.
 
 SIGTERM stops gracefully: the master stops accepting, workers finish the requests they have
 within ``LIBRECO_GRACEFUL_TIMEOUT`` seconds, then exit.
@@ -71,7 +76,9 @@ _service_config = Config.from_env()
 
 bind = f"0.0.0.0:{_int('LIBRECO_PORT', 5000)}"
 workers = _int("LIBRECO_WORKERS", 2)
-worker_class = _choice("LIBRECO_WORKER_CLASS", "gthread", ("gthread", "sync"))
+_worker_class = _choice("LIBRECO_WORKER_CLASS", "gthread", ("gthread", "sync"))
+# gthread with connections spread evenly over the workers (see services/worker.py)
+worker_class = "services.worker.BalancedThreadWorker" if _worker_class == "gthread" else "sync"
 threads = _int("LIBRECO_THREADS", 4)
 timeout = _int("LIBRECO_TIMEOUT", 30)
 graceful_timeout = _int("LIBRECO_GRACEFUL_TIMEOUT", 20)
@@ -108,7 +115,12 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """One line per worker once its app is built: from here on it takes requests."""
+    """Load the active models, then log one line per worker: from here on it takes requests."""
+    from services.core.app import preload
+
+    loaded = preload(worker.wsgi) if hasattr(worker.wsgi, "extensions") else []
+    if loaded:
+        worker.log.info("worker %s loaded %s", worker.pid, ", ".join(loaded))
     worker.log.info("worker %s ready", worker.pid)
 
 

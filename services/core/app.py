@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from services.core import metrics, openapi
 from services.core.config import Config, is_model_name
 from services.core.errors import NotFound, ServiceError, error_response, register_error_handlers
-from services.core.family import FamilyHandler, load_handler, rank
+from services.core.family import FamilyHandler, load_handler
 from services.core.request import parse_request
 from services.core.store import MODELS_KEY, ModelKeys, RedisClient, describe, redis_client
 from services.core.versions import ActiveModels, Store
@@ -151,6 +151,28 @@ def family_models(state: ServiceState) -> dict[str, str]:
     return {n: v.decode() for n, v in zip(names, versions) if v is not None}
 
 
+def preload(app: Flask) -> list[str]:
+    """Load the active version of each of the family's models (``LIBRECO_MODEL`` alone when
+    set) into this process, so that its first requests do not wait for the reads.
+
+    Best effort: a model that cannot be loaded now (Redis away, nothing loaded yet) loads on
+    its first request as usual. Returns the names loaded.
+    """
+    state: ServiceState | None = app.extensions.get("libreco")
+    if state is None:
+        return []
+    loaded = []
+    try:
+        names = [state.config.model] if state.config.model else sorted(family_models(state))
+        for name in names:
+            state.models.get(name)
+            loaded.append(name)
+    except ServiceError as e:
+        log.warning("models not loaded at start (%s); they load on their first request",
+                    e.message)
+    return loaded
+
+
 class _DefaultModel:
     """Which model a family's default route serves: ``LIBRECO_MODEL``, else the only one."""
 
@@ -206,8 +228,7 @@ def _register_recommend(app: Flask, state: ServiceState) -> None:
                 metrics.cold_start(name)
                 items, scores = version.popular(req.n_rec)
             else:
-                found = handler.candidates(version, user, params, req.n_rec)
-                items, scores = rank(found, req.n_rec)
+                items, scores = handler.recommend(version, user, params, req.n_rec)
             body = version.answer_text(req.answer_key, items, scores)
             status = 200
             return Response(body, status=200, mimetype="application/json")

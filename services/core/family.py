@@ -118,6 +118,15 @@ class FamilyHandler(ABC):
         Reads only ``version``'s keys, with a constant number of Redis round trips.
         """
 
+    def recommend(self, version: ModelVersion, user: int, params: Any,
+                  n_rec: int) -> tuple[np.ndarray, np.ndarray]:
+        """The answer for a known user: the best ``n_rec`` items and their scores, best first.
+
+        The default ranks :meth:`candidates` with :func:`rank`; a family may answer more
+        directly, with the same result.
+        """
+        return rank(self.candidates(version, user, params, n_rec), n_rec)
+
 
 def load_handler(family: str) -> type[FamilyHandler]:
     """The handler class registered for ``family`` in :data:`HANDLERS`."""

@@ -44,6 +44,7 @@ from services.core.openapi import integer_field
 from services.core.request import int_field
 from services.core.store import RECORD
 from services.core.versions import ModelVersion, Store
+from services.knn import scoring
 
 # KEYS: consumed, sim; ARGV: user field, bytes kept of each neighbour list (k * 8). Returns
 # the user's consumed records and the first k neighbours of each consumed item, concatenated
@@ -207,6 +208,8 @@ class KnnHandler(FamilyHandler):
             consumed_bytes = (n_interactions + version.n_users + 1) * 8
             if n_interactions >= 0 and table_bytes + consumed_bytes <= budget:
                 consumed, offsets = self._consumed_lists(version)
+                if task == "ranking":
+                    scoring.warm_up(RECORD, neighbours, similarities)
         return KnnVersion(k=k, based_on=based_on, task=task, base_users=base_users,
                           base_items=base_items, popular=Fallback(version.popular_items, 0.0),
                           by_base=Fallback(by_base, base_items[by_base]),
@@ -255,6 +258,34 @@ class KnnHandler(FamilyHandler):
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)
         return min(k, version.extra.k)
+
+    def recommend(self, version: ModelVersion, user: int, params: Any,
+                  n_rec: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ranking versions held in memory go through the compiled kernels of
+        :mod:`services.knn.scoring`; every other case, and answers that could need items no
+        neighbour reaches, through :meth:`candidates` and ``rank``."""
+        info: KnnVersion = version.extra
+        if info.task == "ranking" and info.consumed is not None:
+            self.store.check_alive()
+            k = int(params)
+            total, mark, tick = scoring.scratch(version.n_items)
+            own = info.consumed_by(user)
+            if info.based_on == "item":
+                items, scores = scoring.item_based_top(
+                    info.neighbours, info.similarities, own["index"], own["value"], k, n_rec,
+                    total, mark, tick)
+            else:
+                row = info.neighbours[user, :k]
+                valid = row >= 0
+                items, scores = scoring.user_based_top(
+                    row[valid], info.similarities[user, :k][valid], own["index"],
+                    info.consumed["index"], info.consumed["value"], info.consumed_offsets,
+                    n_rec, total, mark, tick)
+            # items nobody reached score 0: they can only matter when the list runs short
+            # or ends below 0 (negative similarities)
+            if len(items) == n_rec and scores[-1] >= 0.0:
+                return items, scores
+        return super().recommend(version, user, params, n_rec)
 
     def candidates(self, version: ModelVersion, user: int, params: Any,
                    n_rec: int) -> Candidates:

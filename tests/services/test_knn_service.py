@@ -324,7 +324,7 @@ def test_unhandled_errors_are_logged_500_json(client, caplog, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("scoring bug")
 
-    monkeypatch.setattr(app_handler, "candidates", broken)
+    monkeypatch.setattr(app_handler, "recommend", broken)
     with caplog.at_level("ERROR", logger="libreco.services"):
         status, body = answer(client, "item_cf", {"user": 0})
     assert status == 500 and body == {"error": "internal error", "status": 500}

@@ -1,0 +1,97 @@
+"""gunicorn's threaded worker, with kept-alive connections spread evenly over the workers.
+
+Every worker of a gunicorn service waits on the same listening socket, and each new connection
+goes to whichever worker accepts first. Clients that keep connections open (load balancers,
+ingress controllers, connection pools) open them in bursts, so one worker can end up holding
+most of them: it then serves that traffic on one core while the other workers idle, which
+halves throughput and multiplies tail latency. In a load test with 32 kept-alive connections
+and 2 workers, splits such as 32/0 and 25/7 were common.
+
+:class:`BalancedThreadWorker` is gunicorn's ``gthread`` worker with one change: a worker that
+holds more connections than the least-loaded live worker lets the others take the next
+connection. The workers publish their connection counts in a small table of shared memory,
+created in the master before the workers fork. A worker never waits long for the others:
+after :data:`MAX_DEFER` seconds of deferring it accepts anyway, so a stuck worker can't keep
+clients waiting.
+
+``services/gunicorn_conf.py`` selects it when ``LIBRECO_WORKER_CLASS`` is ``gthread`` (the
+default).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+SLOTS = 256
+"""Rows of the shared table: one per worker process, picked by the worker's age."""
+MAX_DEFER = 0.05
+"""Seconds a worker holding more connections than another lets a pending connection wait
+before accepting it itself."""
+STALE = 3.0
+"""Seconds after which a worker that has not updated its row is treated as gone (the main loop
+of a live worker comes round at least once a second)."""
+PAUSE = 0.0005
+"""Seconds a worker's main loop sleeps each time it defers a connection (its request threads
+go on meanwhile)."""
+
+_ROW = struct.Struct("<qqd")  # pid, open connections, monotonic time of the last update
+_table = mmap.mmap(-1, SLOTS * _ROW.size)  # shared with every worker forked after import
+
+
+def fewest_elsewhere(own_slot: int, now: float) -> int | None:
+    """The smallest connection count among the other live workers, None when there is none."""
+    fewest = None
+    for slot, (pid, conns, stamp) in enumerate(_ROW.iter_unpack(_table)):
+        if pid and slot != own_slot and now - stamp < STALE and (fewest is None or
+                                                                  conns < fewest):
+            fewest = conns
+    return fewest
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """``gthread`` worker that defers new connections while it holds more than another."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.slot = self.age % SLOTS
+        self._defer_since = self._last_defer = float("-inf")
+
+    def init_process(self) -> None:
+        self._publish()
+        super().init_process()
+
+    def _publish(self) -> None:
+        _ROW.pack_into(_table, self.slot * _ROW.size, os.getpid(), self.nr_conns,
+                       time.monotonic())
+
+    def accept(self, server: Any, listener: Any) -> None:
+        now = time.monotonic()
+        fewest = fewest_elsewhere(self.slot, now)
+        if fewest is not None and self.nr_conns > fewest:
+            if now - self._last_defer > 10 * PAUSE:  # a new connection waits: start counting
+                self._defer_since = now
+            if now - self._defer_since < MAX_DEFER:
+                self._last_defer = now
+                # the listener stays readable until another worker accepts: yield to it
+                # rather than spin on the connection
+                time.sleep(PAUSE)
+                return
+        super().accept(server, listener)
+        self._publish()
+
+    def murder_keepalived(self) -> None:
+        # called once per turn of the main loop: close idle connections, then publish the count
+        super().murder_keepalived()
+        self._publish()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            _ROW.pack_into(_table, self.slot * _ROW.size, 0, 0, 0.0)
