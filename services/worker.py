@@ -30,9 +30,11 @@ from gunicorn.workers.gthread import ThreadWorker
 
 SLOTS = 256
 """Rows of the shared table: one per worker process, picked by the worker's age."""
-MAX_DEFER = 0.05
-"""Seconds a worker holding more connections than another lets a pending connection wait
-before accepting it itself."""
+MAX_DEFER = 0.25
+"""Seconds a worker holding more connections than another lets pending connections wait for
+the others before accepting them itself. A busy worker may take a few milliseconds per accept
+while its threads serve the connections it already took, so a burst of new connections can
+need tens of milliseconds to spread."""
 STALE = 3.0
 """Seconds after which a worker that has not updated its row is treated as gone (the main loop
 of a live worker comes round at least once a second)."""

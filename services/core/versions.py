@@ -31,6 +31,7 @@ from services.core import metrics
 from services.core.errors import NotFound, StoreUnavailable
 from services.core.store import (
     MODELS_KEY,
+    RECORD,
     ModelKeys,
     RedisClient,
     VersionKeys,
@@ -261,6 +262,44 @@ class _Reply:
         if kind == b"-":
             raise BaseParser.parse_error(rest.decode(errors="replace"))
         raise redis.exceptions.InvalidResponse(f"unexpected answer from Redis: {line[:40]!r}")
+
+
+ROW_BATCH = 4096
+"""Fields per ``HMGET`` while a worker copies a whole per-user or per-item hash."""
+
+
+def read_rows(store: Store, key: str, n_rows: int) -> list[bytes | None]:
+    """Fields ``"0"`` to ``n_rows - 1`` of the hash ``key``, in batches of ``ROW_BATCH``."""
+    rows: list[bytes | None] = []
+    for start in range(0, n_rows, ROW_BATCH):
+        fields = [str(r) for r in range(start, min(start + ROW_BATCH, n_rows))]
+        rows.extend(store.pipeline_execute([("hmget", (key, fields))], what="version read")[0])
+    return rows
+
+
+def read_consumed(store: Store, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's consumed records (``RECORD``), concatenated, and ``offsets`` such that
+    user ``u``'s are ``records[offsets[u]:offsets[u + 1]]``."""
+    rows = read_rows(store, version.keys.data("consumed"), version.n_users)
+    lengths = np.fromiter((len(row) if row else 0 for row in rows), dtype=np.int64,
+                          count=version.n_users)
+    if (lengths % RECORD.itemsize).any():
+        raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
+                               "malformed consumed lists")
+    offsets = np.zeros(version.n_users + 1, dtype=np.int64)
+    np.cumsum(lengths // RECORD.itemsize, out=offsets[1:])
+    records = np.frombuffer(b"".join(row for row in rows if row), dtype=RECORD)
+    return records, offsets
+
+
+def consumed_bytes(version: ModelVersion) -> int | None:
+    """Memory :func:`read_consumed` takes for ``version``, None when its metadata does not say
+    (versions loaded before the loaders recorded ``n_interactions``)."""
+    try:
+        n_interactions = int(version.meta.get("n_interactions", ""))
+    except ValueError:
+        return None
+    return (n_interactions + version.n_users + 1) * RECORD.itemsize
 
 
 def member_mask(values: np.ndarray, pool: np.ndarray) -> np.ndarray:

@@ -43,7 +43,13 @@ from services.core.family import Candidates, Fallback, FamilyHandler
 from services.core.openapi import integer_field
 from services.core.request import int_field
 from services.core.store import RECORD
-from services.core.versions import ModelVersion, Store
+from services.core.versions import (
+    ModelVersion,
+    Store,
+    consumed_bytes,
+    read_consumed,
+    read_rows,
+)
 from services.knn import scoring
 
 # KEYS: consumed, sim; ARGV: user field, bytes kept of each neighbour list (k * 8). Returns
@@ -164,7 +170,6 @@ class KnnHandler(FamilyHandler):
     ``k``) neighbours per consumed item or per user."""
 
     family = "knn"
-    TABLE_BATCH = 4096  # rows per HMGET while copying a neighbour table
 
     def __init__(self, store: Store, config: Config):
         super().__init__(store, config)
@@ -201,13 +206,9 @@ class KnnHandler(FamilyHandler):
             similarities = table["value"].astype(np.float64)
             if based_on == "item":  # padding points at the sentinel item n_items, weight 0
                 neighbours[neighbours < 0] = version.n_items
-            try:
-                n_interactions = int(meta.get("n_interactions", ""))
-            except ValueError:  # versions written before the loader recorded it
-                n_interactions = -1
-            consumed_bytes = (n_interactions + version.n_users + 1) * 8
-            if n_interactions >= 0 and table_bytes + consumed_bytes <= budget:
-                consumed, offsets = self._consumed_lists(version)
+            lists_bytes = consumed_bytes(version)
+            if lists_bytes is not None and table_bytes + lists_bytes <= budget:
+                consumed, offsets = read_consumed(self.store, version)
                 if task == "ranking":
                     scoring.warm_up(RECORD, neighbours, similarities)
         return KnnVersion(k=k, based_on=based_on, task=task, base_users=base_users,
@@ -218,12 +219,7 @@ class KnnHandler(FamilyHandler):
 
     def _table(self, version: ModelVersion, n_rows: int, k: int) -> np.ndarray:
         """The whole neighbour table, shape (n_rows, k) of ``RECORD``."""
-        key = version.keys.data("sim")
-        rows = []
-        for start in range(0, n_rows, self.TABLE_BATCH):
-            fields = [str(r) for r in range(start, min(start + self.TABLE_BATCH, n_rows))]
-            rows.extend(self.store.pipeline_execute([("hmget", (key, fields))],
-                                                    what="version read")[0])
+        rows = read_rows(self.store, version.keys.data("sim"), n_rows)
         width = k * RECORD.itemsize
         if any(row is None or len(row) != width for row in rows):
             raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
@@ -235,25 +231,6 @@ class KnnHandler(FamilyHandler):
         return {"k_neighbors": integer_field(
             f"neighbours used per item or user (default {self.config.k_neighbors}); more than "
             "the model saved count as all of them", 1)}
-
-    def _consumed_lists(self, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
-        """Every user's consumed records, concatenated, and where each user's start."""
-        key = version.keys.data("consumed")
-        n_users = version.n_users
-        rows = []
-        for start in range(0, n_users, self.TABLE_BATCH):
-            fields = [str(u) for u in range(start, min(start + self.TABLE_BATCH, n_users))]
-            rows.extend(self.store.pipeline_execute([("hmget", (key, fields))],
-                                                    what="version read")[0])
-        lengths = np.fromiter((len(row) if row else 0 for row in rows), dtype=np.int64,
-                              count=n_users)
-        if (lengths % RECORD.itemsize).any():
-            raise StoreUnavailable(f"model {version.name!r} version {version.version} has "
-                                   "malformed consumed lists")
-        offsets = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(lengths // RECORD.itemsize, out=offsets[1:])
-        records = np.frombuffer(b"".join(row for row in rows if row), dtype=RECORD)
-        return records, offsets
 
     def parse_params(self, body: Mapping[str, Any], version: ModelVersion) -> int:
         k = int_field(body, "k_neighbors", self.config.k_neighbors, 1)

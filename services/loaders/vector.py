@@ -299,6 +299,7 @@ def vector2redis(path: str | os.PathLike, name: str | None = None,
             "item_chunks": len(item_chunks), "index_chunks": len(index_chunks),
             "index_type": index_type, "index_params": search, "metric": "inner_product"}
     info = model.data_info()
+    meta["n_interactions"] = len(info.consumed_items)
     if info.n_users != users.shape[0] or info.n_items != items.shape[0]:
         raise ArtifactError(f"{model.path}: vectors for {users.shape[0]} users and "
                             f"{items.shape[0]} items, id maps for {info.n_users} and "

@@ -7,8 +7,11 @@ A user's score for item ``i`` is the inner product ``p_u . q_i`` of the vectors 
 Per version, each worker reads once (:meth:`VectorHandler.load_version`) the ``(n_items, dim)``
 float32 item matrix and the faiss index stored with the version (see
 :mod:`services.loaders.vector`); they are swapped with the version, so one answer never mixes
-two versions. Per request, one script call reads the user's vector and consumed items in one
-round trip, then:
+two versions. When the user vectors and consumed lists fit ``LIBRECO_TABLE_MEMORY_MB`` too
+(5,000 users x 64 factors take 1.3 MB, 500,000 consumed items 4 MB), the worker copies them
+as well and a request reads nothing from Redis (it only checks that Redis is still there, see
+:meth:`~services.core.versions.Store.check_alive`); otherwise one script call reads the user's
+vector and consumed items in one round trip. Then:
 
 * ``"use_faiss": false`` (exact): one matrix-vector product over every item, consumed items
   set to ``-inf``, and ``np.argpartition`` for the best ``n_rec``;
@@ -35,7 +38,14 @@ from services.core.family import Candidates, FamilyHandler
 from services.core.openapi import boolean_field
 from services.core.request import bool_field
 from services.core.store import RECORD
-from services.core.versions import ModelVersion, Store, member_mask
+from services.core.versions import (
+    ModelVersion,
+    Store,
+    consumed_bytes,
+    member_mask,
+    read_consumed,
+    read_rows,
+)
 
 log = logging.getLogger("libreco.services")
 
@@ -64,6 +74,11 @@ class VectorVersion:
     exact_index : bool
         Whether the index returns exactly the best items (``Flat``), so that it is never
         second-guessed.
+    user_vectors : np.ndarray of float32, shape (n_users, dim), or None
+        Held in memory, or None when requests read them from Redis.
+    consumed, consumed_offsets : np.ndarray or None
+        Every user's consumed records and where each user's start (see
+        :func:`~services.core.versions.read_consumed`), held with ``user_vectors``.
     """
 
     dim: int
@@ -71,6 +86,9 @@ class VectorVersion:
     index: faiss.Index
     index_type: str
     exact_index: bool
+    user_vectors: np.ndarray | None = None
+    consumed: np.ndarray | None = None
+    consumed_offsets: np.ndarray | None = None
 
 
 class VectorHandler(FamilyHandler):
@@ -121,8 +139,24 @@ class VectorHandler(FamilyHandler):
         if index.ntotal != version.n_items or index.d != dim or \
                 index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise StoreUnavailable(f"{name}: the faiss index does not match the item vectors")
+        user_vectors = consumed = offsets = None
+        lists_bytes = consumed_bytes(version)
+        if lists_bytes is not None and version.n_users * dim * 4 + lists_bytes <= \
+                self.config.table_memory_mb * 2**20:
+            rows = read_rows(self.store, keys.data("user_vectors"), version.n_users)
+            width = 4 * dim
+            missing = np.array([row is None or len(row) != width for row in rows])
+            if missing.any():  # those users' requests fail, as they do when read one by one
+                log.warning("%s: %d user vectors are missing or malformed", name,
+                            int(missing.sum()))
+            user_vectors = np.frombuffer(
+                b"".join(b"\xff" * width if bad else row for row, bad in zip(rows, missing)),
+                dtype="<f4").reshape(-1, dim)  # 0xff bytes: NaN, marks a missing vector
+            consumed, offsets = read_consumed(self.store, version)
         return VectorVersion(dim=dim, item_vectors=item_vectors, index=index,
-                             index_type=index_type, exact_index=isinstance(index, faiss.IndexFlat))
+                             index_type=index_type, exact_index=isinstance(index, faiss.IndexFlat),
+                             user_vectors=user_vectors, consumed=consumed,
+                             consumed_offsets=offsets)
 
     def openapi_fields(self) -> dict[str, Any]:
         """The vector request fields, for :mod:`services.core.openapi`."""
@@ -135,14 +169,23 @@ class VectorHandler(FamilyHandler):
     def candidates(self, version: ModelVersion, user: int, params: Any,
                    n_rec: int) -> Candidates:
         info: VectorVersion = version.extra
-        keys = version.keys
-        raw_vector, raw_consumed = self.store.run(
-            self._user_data, [keys.data("user_vectors"), keys.data("consumed")], [user])
-        if len(raw_vector) != 4 * info.dim:
-            raise StoreUnavailable(f"model {version.name!r}: the vector of user {user} is "
-                                   "missing or malformed in the store")
-        vector = np.frombuffer(raw_vector, dtype="<f4")
-        consumed = np.frombuffer(raw_consumed, dtype=RECORD)["index"].astype(np.int64)
+        if info.user_vectors is not None:
+            self.store.check_alive()
+            vector = info.user_vectors[user]
+            if np.isnan(vector[0]):
+                raise StoreUnavailable(f"model {version.name!r}: the vector of user {user} is "
+                                       "missing or malformed in the store")
+            offsets = info.consumed_offsets
+            consumed = info.consumed["index"][offsets[user]:offsets[user + 1]].astype(np.int64)
+        else:
+            keys = version.keys
+            raw_vector, raw_consumed = self.store.run(
+                self._user_data, [keys.data("user_vectors"), keys.data("consumed")], [user])
+            if len(raw_vector) != 4 * info.dim:
+                raise StoreUnavailable(f"model {version.name!r}: the vector of user {user} is "
+                                       "missing or malformed in the store")
+            vector = np.frombuffer(raw_vector, dtype="<f4")
+            consumed = np.frombuffer(raw_consumed, dtype=RECORD)["index"].astype(np.int64)
         if params:
             found = search(info, vector, consumed, n_rec)
             if found is not None:

@@ -205,9 +205,11 @@ def test_new_version_is_served_and_the_old_one_released(redis_server, redis_clie
     assert second.extra.index is not first.extra.index
 
 
-def test_missing_user_vector_is_a_503_not_a_500(client, loaded, redis_client):
+@pytest.mark.parametrize("memory_mb", ["0", "512"])  # read per request / held by the worker
+def test_missing_user_vector_is_a_503_not_a_500(redis_server, loaded, redis_client, memory_mb):
     version = redis_client.get(ModelKeys("als").active).decode()
     redis_client.hdel(f"libreco:{{als:{version}}}:user_vectors", "0")
+    client = make_app(redis_server.url, LIBRECO_TABLE_MEMORY_MB=memory_mb).test_client()
     status, body = answer(client, "als", {"user": loaded.info.id2user[0]})
     assert status == 503 and "vector of user" in body["error"]
     assert answer(client, "als", {"user": loaded.info.id2user[1]})[0] == 200
@@ -222,3 +224,17 @@ def test_job_loader_adds_the_index(redis_client, vector_models, tmp_path):
     assert "vector/faiss.index" in manifest["files"]
     assert redis_client.get(ModelKeys("svd").active).decode() == version
     assert load_vector(path, client=redis_client) == version  # already built: same version
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+def test_answers_are_the_same_from_memory_and_from_redis(redis_server, loaded, use_faiss):
+    held = make_app(redis_server.url).test_client()
+    read = make_app(redis_server.url, LIBRECO_TABLE_MEMORY_MB="0").test_client()
+    for app_client, expect_memory in ((held, True), (read, False)):
+        state = app_client.application.extensions["libreco"]
+        assert (state.models.get("als").extra.user_vectors is not None) == expect_memory
+    for user in loaded.info.id2user[:40]:
+        body = {"user": user, "n_rec": 15, "use_faiss": use_faiss}
+        status, got = answer(held, "als", body)
+        assert status == 200
+        assert got == answer(read, "als", body)[1]
