@@ -449,9 +449,9 @@ def report(r: dict[str, Any]) -> str:
         "cores that also run wrk and Redis; the constant app reaches "
         f"{floor['requests_per_s']:.0f} req/s with p99 {floor['p99_ms']} ms.",
         "",
-        "Connections per worker are counted with `ss` halfway through each run: gunicorn's "
-        "gthread workers accept kept-alive connections as they come, so one worker may hold "
-        "most of wrk's connections for a whole run and answer on one core.",
+        "Connections per worker are counted with `ss` halfway through each run; the "
+        "service's gthread worker (`services/worker.py`) spreads kept-alive connections "
+        "evenly over the workers.",
         "",
         "Per run:", "",
     ]
