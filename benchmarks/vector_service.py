@@ -174,6 +174,9 @@ def index_study(model_dir: Path, n_users: int, seed: int) -> dict[str, Any]:
          {"nprobe": -(-nlist // 8)}),
         ("IVF, 8-bit codes, probing 1 in 8", None, f"IVF{nlist},SQ8",
          {"nprobe": -(-nlist // 8)}),
+        ("IVF, 4-bit fast-scan PQ codes, probing 1 in 6", None, f"IVF{nlist},PQ32x4fs",
+         {"nprobe": -(-nlist // 6)}),
+        ("HNSW graph, 32 links, efSearch 256", None, "HNSW32", {"efSearch": 256}),
         ("Flat (exact index)", None, "Flat", {}),
     ])
     small = items[:EXACT_BELOW]

@@ -94,6 +94,17 @@ def test_train_save_load_serve(served, knn_models):
     assert http("GET", server.url + "/readyz")[0] == 200
 
 
+def test_workers_load_the_active_models_before_taking_requests(served):
+    server, _ = served
+    lines = server.log.read_text().splitlines()
+    for pid in server.workers():
+        loaded = [i for i, line in enumerate(lines) if f"worker {pid} loaded item_cf, user_cf"
+                  in line]
+        ready = [i for i, line in enumerate(lines) if line.rstrip().endswith(
+            f"worker {pid} ready")]
+        assert loaded and ready and loaded[0] < ready[0], lines[-20:]
+
+
 def test_request_script(served, knn_models):
     server, _ = served
     user = knn_models.info.id2user[4]
