@@ -55,6 +55,21 @@ def _select(touched, n_touched, total, n_rec):  # pragma: no cover - compiled
     return items[:m], scores[:m]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add(j, value, total, mark, touched, n, tick):  # pragma: no cover - compiled
+    """Add ``value`` to item ``j``'s score unless ``j`` is the user's own; returns the new
+    count of touched items."""
+    if mark[j] == -tick:
+        return n
+    if mark[j] != tick:
+        mark[j] = tick
+        total[j] = 0.0
+        touched[n] = j
+        n += 1
+    total[j] += value
+    return n
+
+
 @njit(cache=True, nogil=True)
 def item_based_top(neighbours, similarities, consumed, labels, k, n_rec, total, mark,
                    tick):  # pragma: no cover - compiled
@@ -73,14 +88,8 @@ def item_based_top(neighbours, similarities, consumed, labels, k, n_rec, total, 
         weight = np.float64(labels[c])
         for r in range(k):
             j = neighbours[i, r]
-            if j >= n_items or mark[j] == -tick:
-                continue
-            if mark[j] != tick:
-                mark[j] = tick
-                total[j] = 0.0
-                touched[n] = j
-                n += 1
-            total[j] += similarities[i, r] * weight
+            if j < n_items:
+                n = _add(j, similarities[i, r] * weight, total, mark, touched, n, tick)
     return _select(touched, n, total, n_rec)
 
 
@@ -104,15 +113,8 @@ def user_based_top(neighbour_ids, neighbour_sims, own, records_index, records_va
         v = neighbour_ids[t]
         sim = neighbour_sims[t]
         for p in range(offsets[v], offsets[v + 1]):
-            j = records_index[p]
-            if mark[j] == -tick:
-                continue
-            if mark[j] != tick:
-                mark[j] = tick
-                total[j] = 0.0
-                touched[n] = j
-                n += 1
-            total[j] += sim * np.float64(records_value[p])
+            n = _add(records_index[p], sim * np.float64(records_value[p]), total, mark,
+                     touched, n, tick)
     return _select(touched, n, total, n_rec)
 
 
