@@ -64,10 +64,6 @@ class BalancedThreadWorker(ThreadWorker):
         self.slot = self.age % SLOTS
         self._defer_since = self._last_defer = float("-inf")
 
-    def init_process(self) -> None:
-        self._publish()
-        super().init_process()
-
     def _publish(self) -> None:
         _ROW.pack_into(_table, self.slot * _ROW.size, os.getpid(), self.nr_conns,
                        time.monotonic())
@@ -89,6 +85,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def murder_keepalived(self) -> None:
         # called once per turn of the main loop: close idle connections, then publish the count
+        # (a booting worker, still loading its models, has no row yet and is not waited for)
         super().murder_keepalived()
         self._publish()
 
