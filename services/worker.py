@@ -56,6 +56,23 @@ def fewest_elsewhere(own_slot: int, now: float) -> int | None:
     return fewest
 
 
+class FrozenConfig:
+    """A worker's view of gunicorn's configuration, each setting read once.
+
+    gunicorn looks settings up through ``Config.__getattr__`` on every use, two dozen times per
+    request while parsing and answering it. A worker's settings never change once it has forked
+    (a reload starts new workers), so the first value read is kept as a plain attribute.
+    """
+
+    def __init__(self, cfg: Any):
+        object.__setattr__(self, "_cfg", cfg)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._cfg, name)
+        object.__setattr__(self, name, value)
+        return value
+
+
 class BalancedThreadWorker(ThreadWorker):
     """``gthread`` worker that defers new connections while it holds more than another."""
 
@@ -63,6 +80,10 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.slot = self.age % SLOTS
         self._defer_since = self._last_defer = float("-inf")
+
+    def init_process(self) -> None:
+        self.cfg = FrozenConfig(self.cfg)
+        super().init_process()
 
     def _publish(self) -> None:
         _ROW.pack_into(_table, self.slot * _ROW.size, os.getpid(), self.nr_conns,

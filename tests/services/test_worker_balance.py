@@ -110,3 +110,16 @@ def test_a_stopped_worker_does_not_hold_back_new_connections(server):
         os.kill(stopped, signal.SIGCONT)
         for sock in socks + fresh:
             sock.close()
+
+
+def test_frozen_config_reads_each_setting_once():
+    from gunicorn.config import Config
+
+    cfg = Config()
+    cfg.set("keepalive", 7)
+    frozen = worker.FrozenConfig(cfg)
+    assert frozen.keepalive == 7 and frozen.threads == cfg.threads
+    cfg.set("keepalive", 9)  # a worker's settings do not change after fork: the first read stays
+    assert frozen.keepalive == 7 and "keepalive" in vars(frozen)
+    with pytest.raises(AttributeError):
+        frozen.no_such_setting  # noqa: B018
