@@ -7,9 +7,9 @@ most of them: it then serves that traffic on one core while the other workers id
 halves throughput and multiplies tail latency. In a load test with 32 kept-alive connections
 and 2 workers, splits such as 32/0 and 25/7 were common.
 
-:class:`BalancedThreadWorker` is gunicorn's ``gthread`` worker with one change: a worker that
+:class:`BalancedThreadWorker` is gunicorn's ``gthread`` worker with two changes. A worker that
 holds more connections than the least-loaded live worker lets the others take the next
-connection. The workers publish their connection counts in a small table of shared memory,
+connection; and it reads its settings once (:class:`FrozenConfig`) instead of on every use. The workers publish their connection counts in a small table of shared memory,
 created in the master before the workers fork. A worker never waits long for the others:
 after :data:`MAX_DEFER` seconds of deferring it accepts anyway, so a stuck worker can't keep
 clients waiting.
