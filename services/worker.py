@@ -7,12 +7,17 @@ most of them: it then serves that traffic on one core while the other workers id
 halves throughput and multiplies tail latency. In a load test with 32 kept-alive connections
 and 2 workers, splits such as 32/0 and 25/7 were common.
 
-:class:`BalancedThreadWorker` is gunicorn's ``gthread`` worker with two changes. A worker that
-holds more connections than the least-loaded live worker lets the others take the next
-connection; and it reads its settings once (:class:`FrozenConfig`) instead of on every use. The workers publish their connection counts in a small table of shared memory,
-created in the master before the workers fork. A worker never waits long for the others:
-after :data:`MAX_DEFER` seconds of deferring it accepts anyway, so a stuck worker can't keep
-clients waiting.
+:class:`BalancedThreadWorker` is gunicorn's ``gthread`` worker with these changes:
+
+* a worker that holds more connections than the least-loaded live worker lets the others
+  accept the next one. The workers publish their connection counts in a small table of shared
+  memory, created in the master before the workers fork. A worker never waits long for the
+  others: after :data:`MAX_DEFER` seconds of deferring it accepts anyway, so a stuck worker
+  can't keep clients waiting;
+* a worker that has held two or more connections above the least-loaded one for two checks in
+  a row (taken while another worker was booting or stopped) closes half the gap after their
+  next answers, with ``Connection: close``: clients reconnect and land on the others;
+* a worker reads its settings once (:class:`FrozenConfig`) instead of on every use.
 
 ``services/gunicorn_conf.py`` selects it when ``LIBRECO_WORKER_CLASS`` is ``gthread`` (the
 default).
@@ -38,6 +43,8 @@ need tens of milliseconds to spread."""
 STALE = 3.0
 """Seconds after which a worker that has not updated its row is treated as gone (the main loop
 of a live worker comes round at least once a second)."""
+SHARE_CHECK = 0.1
+"""Seconds between a worker's checks of whether it holds more than its share of connections."""
 PAUSE = 0.0005
 """Seconds a worker's main loop sleeps each time it defers a connection (its request threads
 go on meanwhile)."""
@@ -80,6 +87,9 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.slot = self.age % SLOTS
         self._defer_since = self._last_defer = float("-inf")
+        self._excess = 0  # connections to close after their next answer
+        self._surplus = 0  # connections above the least-loaded worker's, at the last check
+        self._next_share_check = 0.0
 
     def init_process(self) -> None:
         self.cfg = FrozenConfig(self.cfg)
@@ -109,6 +119,24 @@ class BalancedThreadWorker(ThreadWorker):
         # (a booting worker, still loading its models, has no row yet and is not waited for)
         super().murder_keepalived()
         self._publish()
+        now = time.monotonic()
+        if now >= self._next_share_check:
+            self._next_share_check = now + SHARE_CHECK
+            fewest = fewest_elsewhere(self.slot, now)
+            # moving half the gap to the least-loaded worker evens the two out
+            surplus = 0 if fewest is None else max(0, (self.nr_conns - fewest) // 2)
+            # only a surplus seen twice in a row, not the passing one of a burst of connects
+            self._excess = min(surplus, self._surplus)
+            self._surplus = surplus
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        # connections taken while another worker was booting or stuck stay with this one for
+        # as long as the client keeps them open: hand the surplus back by closing them after
+        # an answer (``Connection: close``), so that the client reconnects to the others
+        if self._excess > 0:
+            self._excess -= 1
+            req.must_close = True
+        return super().handle_request(req, conn)
 
     def run(self) -> None:
         try:

@@ -28,7 +28,7 @@ MAX_SCRATCH_SIZES = 4
 """Catalogue sizes a thread keeps scratch arrays for (several models, version changes)."""
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _select(touched, n_touched, total, n_rec):  # pragma: no cover - compiled
     """The best ``n_rec`` of the touched items, best first, equal scores by smaller item."""
     items = np.empty(n_rec, dtype=np.int64)
@@ -55,7 +55,7 @@ def _select(touched, n_touched, total, n_rec):  # pragma: no cover - compiled
     return items[:m], scores[:m]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, inline="always")
 def _add(j, value, total, mark, touched, n, tick):  # pragma: no cover - compiled
     """Add ``value`` to item ``j``'s score unless ``j`` is the user's own; returns the new
     count of touched items."""
@@ -70,7 +70,7 @@ def _add(j, value, total, mark, touched, n, tick):  # pragma: no cover - compile
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def item_based_top(neighbours, similarities, consumed, labels, k, n_rec, total, mark,
                    tick):  # pragma: no cover - compiled
     """ItemCF: ``total(j) = sum over consumed i with j in N_k(i) of sim(i, j) * r_ui``.
@@ -93,7 +93,7 @@ def item_based_top(neighbours, similarities, consumed, labels, k, n_rec, total, 
     return _select(touched, n, total, n_rec)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def user_based_top(neighbour_ids, neighbour_sims, own, records_index, records_value, offsets,
                    n_rec, total, mark, tick):  # pragma: no cover - compiled
     """UserCF: ``total(j) = sum over neighbours v of sim(u, v) * r_vj``.

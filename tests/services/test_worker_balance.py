@@ -21,15 +21,27 @@ pytestmark = pytest.mark.slow
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def ask(sock: socket.socket) -> bytes:
-    """One keep-alive request on ``sock``; the answer's status line and headers."""
-    sock.sendall(REQUEST)
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer from ``sock``; returns its status line and headers."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         assert chunk, "connection closed"
         data += chunk
-    return data
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed"
+        body += chunk
+    return head
+
+
+def ask(sock: socket.socket) -> bytes:
+    """One keep-alive request on ``sock``; the answer's status line and headers."""
+    sock.sendall(REQUEST)
+    return read_answer(sock)
 
 
 def established_per_worker(port: int, pids: set[int]) -> dict[int, int]:
@@ -75,7 +87,8 @@ def test_kept_alive_connections_are_split_evenly(server):
                 sock.sendall(REQUEST)
             for sock in socks:
                 sock.settimeout(10)
-                assert ask(sock).startswith(b"HTTP/1.1 200")  # the second answer on each
+                assert read_answer(sock).startswith(b"HTTP/1.1 200")
+                assert ask(sock).startswith(b"HTTP/1.1 200")  # kept alive
             counts = established_per_worker(server.port, pids)
             assert sum(counts.values()) == 32
             assert max(counts.values()) - min(counts.values()) <= 4, counts
@@ -123,3 +136,40 @@ def test_frozen_config_reads_each_setting_once():
     assert frozen.keepalive == 7 and "keepalive" in vars(frozen)
     with pytest.raises(AttributeError):
         frozen.no_such_setting  # noqa: B018
+
+
+def test_connections_taken_while_a_worker_was_away_are_handed_back(server):
+    pids = sorted(server.workers())
+    away = pids[0]
+    os.kill(away, signal.SIGSTOP)
+    try:  # the other worker takes every connection (after the deferral bound)
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                 for _ in range(16)]
+        for sock in socks:
+            sock.settimeout(10)
+            assert ask(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        os.kill(away, signal.SIGCONT)
+    assert established_per_worker(server.port, {away})[away] == 0
+    closed = 0
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            for i, sock in enumerate(socks):
+                head = ask(sock)
+                assert head.startswith(b"HTTP/1.1 200")
+                if b"connection: close" in head.lower():
+                    closed += 1
+                    sock.close()  # the client reconnects, as a pool or proxy would
+                    socks[i] = socket.create_connection(("127.0.0.1", server.port),
+                                                        timeout=10)
+            counts = established_per_worker(server.port, set(pids))
+            if max(counts.values()) - min(counts.values()) <= 2:
+                break
+        assert max(counts.values()) - min(counts.values()) <= 2, counts
+        assert closed >= 6  # the surplus was handed back, not more than needed
+        assert closed <= 10
+    finally:
+        for sock in socks:
+            sock.close()
