@@ -2,7 +2,7 @@
 
 ::
 
-    flock -x /tmp/libreco-cpu.lock python -m benchmarks.knn_service [--duration 20] [--rounds 2]
+    flock -x /tmp/libreco-cpu.lock python -m benchmarks.knn_service [--duration 20] [--rounds 3]
 
 Steps, all on this machine and on 127.0.0.1:
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per app")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per app")
     parser.add_argument("--worker-classes", default="gthread,sync")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=10_000)
