@@ -246,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the code that runs, for the record (default: the git commit)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    os.environ.setdefault("LIBRECO_LOG_LEVEL", "WARNING")
     results = run(args)
     print(json.dumps(results["totals"], indent=2))
     if not args.no_write:

@@ -214,7 +214,9 @@ class Gunicorn:
         self.metrics_dir = log.parent / f"metrics-{self.port}"
         full_env = {**os.environ, "LIBRECO_PORT": str(self.port), "LIBRECO_WORKERS": "2",
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-                    "PYTHONPATH": str(ROOT), **env}
+                    "PYTHONPATH": str(ROOT), **env,
+                    # the "worker <pid> ready" lines that booted() counts are INFO lines
+                    "LIBRECO_LOG_LEVEL": "INFO"}
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - open while gunicorn runs
         self.proc = subprocess.Popen(
