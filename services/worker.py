@@ -14,8 +14,8 @@ and 2 workers, splits such as 32/0 and 25/7 were common.
   memory, created in the master before the workers fork. A worker never waits long for the
   others: after :data:`MAX_DEFER` seconds of deferring it accepts anyway, so a stuck worker
   can't keep clients waiting;
-* a worker that has held two or more connections above the least-loaded one for two checks in
-  a row (taken while another worker was booting or stopped) closes half the gap after their
+* a worker that has held three or more connections above the least-loaded one for two checks
+  in a row (taken while another worker was booting or stopped) closes half the gap after their
   next answers, with ``Connection: close``: clients reconnect and land on the others;
 * a worker reads its settings once (:class:`FrozenConfig`) instead of on every use.
 
@@ -123,8 +123,10 @@ class BalancedThreadWorker(ThreadWorker):
         if now >= self._next_share_check:
             self._next_share_check = now + SHARE_CHECK
             fewest = fewest_elsewhere(self.slot, now)
-            # moving half the gap to the least-loaded worker evens the two out
-            surplus = 0 if fewest is None else max(0, (self.nr_conns - fewest) // 2)
+            # moving half the gap to the least-loaded worker evens the two out; a gap of one
+            # or two is what balanced accepting leaves, and not worth a reconnect
+            gap = 0 if fewest is None else self.nr_conns - fewest
+            surplus = gap // 2 if gap > 2 else 0
             # only a surplus seen twice in a row, not the passing one of a burst of connects
             self._excess = min(surplus, self._surplus)
             self._surplus = surplus

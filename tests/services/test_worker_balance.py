@@ -90,7 +90,8 @@ def test_kept_alive_connections_are_split_evenly(server):
                 assert read_answer(sock).startswith(b"HTTP/1.1 200")
                 assert ask(sock).startswith(b"HTTP/1.1 200")  # kept alive
             counts = established_per_worker(server.port, pids)
-            assert sum(counts.values()) == 32
+            # a worker may already have handed back a surplus connection or two
+            assert 28 <= sum(counts.values()) <= 32
             assert max(counts.values()) - min(counts.values()) <= 4, counts
         finally:
             for sock in socks:
@@ -115,10 +116,9 @@ def test_a_stopped_worker_does_not_hold_back_new_connections(server):
             fresh.append(sock)
             sock.settimeout(5)
             assert ask(sock).startswith(b"HTTP/1.1 200")
-        # each waited at most the deferral bound, not for the stopped worker
+        # each waited at most the deferral bound, not for the stopped worker, which took none
         assert time.monotonic() - start < 6 * (worker.MAX_DEFER + 0.5)
-        counts = established_per_worker(server.port, {pids[1]})
-        assert counts[pids[1]] >= 6
+        assert established_per_worker(server.port, {stopped})[stopped] <= 4
     finally:
         os.kill(stopped, signal.SIGCONT)
         for sock in socks + fresh:
