@@ -111,7 +111,10 @@ def child_exit(server: Any, worker: Any) -> None:
     """A dead worker's live gauges must leave the merged metrics."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+    try:
+        multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+    except OSError as e:  # e.g. a file already gone; never let it stop the master
+        server.log.warning("metrics of worker %s not cleaned up: %s", worker.pid, e)
 
 
 def post_worker_init(worker: Any) -> None:

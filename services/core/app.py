@@ -170,6 +170,8 @@ def preload(app: Flask) -> list[str]:
     except ServiceError as e:
         log.warning("models not loaded at start (%s); they load on their first request",
                     e.message)
+    except Exception:  # a worker must start even so: requests report the problem
+        log.exception("models not loaded at start; they load on their first request")
     return loaded
 
 
