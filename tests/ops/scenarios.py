@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.core.store import ModelKeys, VersionKeys
+from services.core.store import ModelKeys
 from tests.ops.load import LoadGenerator, json_error
 from tests.services.conftest import PYTHON, ROOT, http, wait_for
 
@@ -157,6 +157,30 @@ def swap_problems(r: Mapping[str, Any]) -> list[str]:
 
 
 # -- a loader killed halfway --------------------------------------------------------------------
+HALFWAY_WATCHER = """
+import sys, time
+import redis
+from services.core.store import ModelKeys, VersionKeys
+client = redis.Redis.from_url(sys.argv[1])
+name = sys.argv[2]
+versions = ModelKeys(name).versions
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    for version, state in client.hgetall(versions).items():
+        consumed = VersionKeys(name, version.decode()).data("consumed")
+        if state == b"writing" and client.hlen(consumed):
+            client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            if client.hget(versions, version) == b"writing":
+                print(version.decode(), flush=True)
+                sys.exit(0)
+            client.execute_command("CLIENT", "UNPAUSE")
+    time.sleep(0.002)
+sys.exit(2)
+"""
+"""Run as ``python -c HALFWAY_WATCHER <redis url> <model>``: waits for a version of the model
+that is being written and already has consumed lists, pauses Redis writes, prints it."""
+
+
 def killed_load(url: str, requests: Requests, expected_old: Mapping[Any, Any], client: Any,
                 model_dir: Path, name: str, redis_url: str, *, connections: int = 32,
                 after_kill: float = 1.0, after: float = 1.5, settle: float = 1.0,
@@ -173,21 +197,25 @@ def killed_load(url: str, requests: Requests, expected_old: Mapping[Any, Any], c
         loader = subprocess.Popen(command, cwd=ROOT, env={**env, "LIBRECO_LOAD_BATCH": "1"},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        def halfway() -> str | None:
-            for version, state in client.hgetall(model.versions).items():
-                if state == b"writing" and \
-                        client.hlen(VersionKeys(name, version.decode()).data("consumed")):
-                    # hold the loader's next write until it is killed: this thread shares
-                    # the interpreter with the load generator's and may be slow to act
-                    client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-                    if client.hget(model.versions, version) == b"writing":
-                        return version.decode()
-                    client.execute_command("CLIENT", "UNPAUSE")
-            if loader.poll() is not None:
-                raise AssertionError("the loader finished before it could be killed")
-            return None
+        # a process of its own watches for the half-written version and pauses Redis writes
+        # at once: a thread of this process shares the interpreter with the load generator's
+        # threads and could miss the moment
+        watcher = subprocess.Popen([PYTHON, "-c", HALFWAY_WATCHER, redis_url, name], cwd=ROOT,
+                                   env=env, stdout=subprocess.PIPE, text=True)
 
-        dying = wait_for(halfway, 60, interval=0.005, what="the loader to be halfway")
+        def halfway() -> bool:
+            if watcher.poll() is not None:
+                return True
+            if loader.poll() is not None:
+                watcher.kill()
+                raise AssertionError("the loader finished before it could be killed")
+            return False
+
+        wait_for(halfway, 70, interval=0.01, what="the loader to be halfway")
+        dying = watcher.communicate(timeout=10)[0].strip()
+        if watcher.returncode != 0 or not dying:
+            raise AssertionError(f"the watcher did not see the loader halfway "
+                                 f"(exit {watcher.returncode})")
         loader.send_signal(signal.SIGKILL)
         loader.wait(10)
         client.execute_command("CLIENT", "UNPAUSE")
