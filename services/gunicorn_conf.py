@@ -121,7 +121,7 @@ def post_worker_init(worker: Any) -> None:
     """Load the active models, then log one line per worker: from here on it takes requests."""
     from services.core.app import preload
 
-    loaded = preload(worker.wsgi) if hasattr(worker.wsgi, "extensions") else []
+    loaded = preload(worker.wsgi)
     if loaded:
         worker.log.info("worker %s loaded %s", worker.pid, ", ".join(loaded))
     worker.log.info("worker %s ready", worker.pid)

@@ -26,7 +26,6 @@ default).
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 import time
 from typing import Any
@@ -95,9 +94,8 @@ class BalancedThreadWorker(ThreadWorker):
         self.cfg = FrozenConfig(self.cfg)
         super().init_process()
 
-    def _publish(self) -> None:
-        _ROW.pack_into(_table, self.slot * _ROW.size, os.getpid(), self.nr_conns,
-                       time.monotonic())
+    def _publish(self, now: float) -> None:
+        _ROW.pack_into(_table, self.slot * _ROW.size, self.pid, self.nr_conns, now)
 
     def accept(self, server: Any, listener: Any) -> None:
         now = time.monotonic()
@@ -112,14 +110,14 @@ class BalancedThreadWorker(ThreadWorker):
                 time.sleep(PAUSE)
                 return
         super().accept(server, listener)
-        self._publish()
+        self._publish(now)
 
     def murder_keepalived(self) -> None:
         # called once per turn of the main loop: close idle connections, then publish the count
         # (a booting worker, still loading its models, has no row yet and is not waited for)
         super().murder_keepalived()
-        self._publish()
         now = time.monotonic()
+        self._publish(now)
         if now >= self._next_share_check:
             self._next_share_check = now + SHARE_CHECK
             fewest = fewest_elsewhere(self.slot, now)

@@ -151,14 +151,15 @@ def family_models(state: ServiceState) -> dict[str, str]:
     return {n: v.decode() for n, v in zip(names, versions) if v is not None}
 
 
-def preload(app: Flask) -> list[str]:
+def preload(app: Any) -> list[str]:
     """Load the active version of each of the family's models (``LIBRECO_MODEL`` alone when
     set) into this process, so that its first requests do not wait for the reads.
 
     Best effort: a model that cannot be loaded now (Redis away, nothing loaded yet) loads on
-    its first request as usual. Returns the names loaded.
+    its first request as usual. Returns the names loaded (none for an app that is not a
+    service of :func:`create_app`).
     """
-    state: ServiceState | None = app.extensions.get("libreco")
+    state: ServiceState | None = getattr(app, "extensions", {}).get("libreco")
     if state is None:
         return []
     loaded = []

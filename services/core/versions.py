@@ -277,9 +277,21 @@ def read_rows(store: Store, key: str, n_rows: int) -> list[bytes | None]:
     return rows
 
 
-def read_consumed(store: Store, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's consumed records (``RECORD``), concatenated, and ``offsets`` such that
-    user ``u``'s are ``records[offsets[u]:offsets[u + 1]]``."""
+@dataclass(frozen=True)
+class ConsumedLists:
+    """Every user's consumed records (``RECORD``) held by a worker, user after user: user
+    ``u``'s are ``records[offsets[u]:offsets[u + 1]]``."""
+
+    records: np.ndarray
+    offsets: np.ndarray
+
+    def of(self, user: int) -> np.ndarray:
+        """User ``user``'s records."""
+        return self.records[int(self.offsets[user]):int(self.offsets[user + 1])]
+
+
+def read_consumed(store: Store, version: ModelVersion) -> ConsumedLists:
+    """Every user's consumed lists of ``version``, copied from Redis."""
     rows = read_rows(store, version.keys.data("consumed"), version.n_users)
     lengths = np.fromiter((len(row) if row else 0 for row in rows), dtype=np.int64,
                           count=version.n_users)
@@ -289,7 +301,7 @@ def read_consumed(store: Store, version: ModelVersion) -> tuple[np.ndarray, np.n
     offsets = np.zeros(version.n_users + 1, dtype=np.int64)
     np.cumsum(lengths // RECORD.itemsize, out=offsets[1:])
     records = np.frombuffer(b"".join(row for row in rows if row), dtype=RECORD)
-    return records, offsets
+    return ConsumedLists(records, offsets)
 
 
 def consumed_bytes(version: ModelVersion) -> int | None:

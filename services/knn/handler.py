@@ -44,6 +44,7 @@ from services.core.openapi import integer_field
 from services.core.request import int_field
 from services.core.store import RECORD
 from services.core.versions import (
+    ConsumedLists,
     ModelVersion,
     Store,
     consumed_bytes,
@@ -140,11 +141,9 @@ class KnnVersion:
         Unlisted items by ``base_items``, highest first (rating; offset by the user's term).
     neighbours, similarities : np.ndarray, shape (n, k), int32 and float64, or None
         The neighbour lists in memory, or None when they are read from Redis per request.
-    consumed : np.ndarray of ``RECORD``, shape (n_interactions,), or None
-        Every user's consumed items and labels, user after user, or None when they are read
-        from Redis per request.
-    consumed_offsets : np.ndarray of int64, shape (n_users + 1,), or None
-        User ``u``'s records are ``consumed[consumed_offsets[u]:consumed_offsets[u + 1]]``.
+    consumed : ConsumedLists or None
+        Every user's consumed items and labels, or None when they are read from Redis per
+        request.
     """
 
     k: int
@@ -156,13 +155,7 @@ class KnnVersion:
     by_base: Fallback
     neighbours: np.ndarray | None
     similarities: np.ndarray | None
-    consumed: np.ndarray | None = None
-    consumed_offsets: np.ndarray | None = None
-
-    def consumed_by(self, user: int) -> np.ndarray:
-        """User ``user``'s ``RECORD`` entries (held in memory)."""
-        offsets = self.consumed_offsets
-        return self.consumed[int(offsets[user]):int(offsets[user + 1])]
+    consumed: ConsumedLists | None = None
 
 
 class KnnHandler(FamilyHandler):
@@ -200,7 +193,7 @@ class KnnHandler(FamilyHandler):
         budget = self.config.table_memory_mb * 2**20
         table_bytes = n_rows * k * 12  # int32 + float64
         table = self._table(version, n_rows, k) if table_bytes <= budget else None
-        neighbours = similarities = consumed = offsets = None
+        neighbours = similarities = consumed = None
         if table is not None:
             neighbours = table["index"].copy()
             similarities = table["value"].astype(np.float64)
@@ -208,14 +201,14 @@ class KnnHandler(FamilyHandler):
                 neighbours[neighbours < 0] = version.n_items
             lists_bytes = consumed_bytes(version)
             if lists_bytes is not None and table_bytes + lists_bytes <= budget:
-                consumed, offsets = read_consumed(self.store, version)
+                consumed = read_consumed(self.store, version)
                 if task == "ranking":
                     scoring.warm_up(RECORD, neighbours, similarities)
         return KnnVersion(k=k, based_on=based_on, task=task, base_users=base_users,
                           base_items=base_items, popular=Fallback(version.popular_items, 0.0),
                           by_base=Fallback(by_base, base_items[by_base]),
                           neighbours=neighbours, similarities=similarities,
-                          consumed=consumed, consumed_offsets=offsets)
+                          consumed=consumed)
 
     def _table(self, version: ModelVersion, n_rows: int, k: int) -> np.ndarray:
         """The whole neighbour table, shape (n_rows, k) of ``RECORD``."""
@@ -246,7 +239,7 @@ class KnnHandler(FamilyHandler):
             self.store.check_alive()
             k = int(params)
             total, mark, tick = scoring.scratch(version.n_items)
-            own = info.consumed_by(user)
+            own = info.consumed.of(user)
             if info.based_on == "item":
                 items, scores = scoring.item_based_top(
                     info.neighbours, info.similarities, own["index"], own["value"], k, n_rec,
@@ -256,7 +249,8 @@ class KnnHandler(FamilyHandler):
                 valid = row >= 0
                 items, scores = scoring.user_based_top(
                     row[valid], info.similarities[user, :k][valid], own["index"],
-                    info.consumed["index"], info.consumed["value"], info.consumed_offsets,
+                    info.consumed.records["index"], info.consumed.records["value"],
+                    info.consumed.offsets,
                     n_rec, total, mark, tick)
             # items nobody reached score 0: they can only matter when the list runs short
             # or ends below 0 (negative similarities)
@@ -278,7 +272,7 @@ class KnnHandler(FamilyHandler):
         if info.neighbours is not None:
             if info.consumed is not None:
                 self.store.check_alive()
-                consumed = info.consumed_by(user)
+                consumed = info.consumed.of(user)
             else:
                 own = self.store.command("HGET", keys.data("consumed"), user)
                 consumed = np.frombuffer(own or b"", dtype=RECORD)
@@ -325,8 +319,8 @@ class KnnHandler(FamilyHandler):
             neighbour_ids, neighbour_sims = row[valid], info.similarities[user, :k][valid]
             if info.consumed is not None:
                 self.store.check_alive()
-                lists = [info.consumed_by(user)]
-                lists += [info.consumed_by(v) for v in neighbour_ids.tolist()]
+                lists = [info.consumed.of(user)]
+                lists += [info.consumed.of(v) for v in neighbour_ids.tolist()]
             else:
                 found = self.store.command("HMGET", keys.data("consumed"), user,
                                            *neighbour_ids.tolist())

@@ -39,6 +39,7 @@ from services.core.openapi import boolean_field
 from services.core.request import bool_field
 from services.core.store import RECORD
 from services.core.versions import (
+    ConsumedLists,
     ModelVersion,
     Store,
     consumed_bytes,
@@ -76,9 +77,10 @@ class VectorVersion:
         second-guessed.
     user_vectors : np.ndarray of float32, shape (n_users, dim), or None
         Held in memory, or None when requests read them from Redis.
-    consumed, consumed_offsets : np.ndarray or None
-        Every user's consumed records and where each user's start (see
-        :func:`~services.core.versions.read_consumed`), held with ``user_vectors``.
+    vector_missing : np.ndarray of bool, shape (n_users,), or None
+        Users whose vector was missing or malformed in Redis (their requests fail with 503).
+    consumed : ConsumedLists or None
+        Every user's consumed records, held with ``user_vectors``.
     """
 
     dim: int
@@ -87,8 +89,8 @@ class VectorVersion:
     index_type: str
     exact_index: bool
     user_vectors: np.ndarray | None = None
-    consumed: np.ndarray | None = None
-    consumed_offsets: np.ndarray | None = None
+    vector_missing: np.ndarray | None = None
+    consumed: ConsumedLists | None = None
 
 
 class VectorHandler(FamilyHandler):
@@ -139,7 +141,7 @@ class VectorHandler(FamilyHandler):
         if index.ntotal != version.n_items or index.d != dim or \
                 index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise StoreUnavailable(f"{name}: the faiss index does not match the item vectors")
-        user_vectors = consumed = offsets = None
+        user_vectors = missing = consumed = None
         lists_bytes = consumed_bytes(version)
         if lists_bytes is not None and version.n_users * dim * 4 + lists_bytes <= \
                 self.config.table_memory_mb * 2**20:
@@ -150,13 +152,13 @@ class VectorHandler(FamilyHandler):
                 log.warning("%s: %d user vectors are missing or malformed", name,
                             int(missing.sum()))
             user_vectors = np.frombuffer(
-                b"".join(b"\xff" * width if bad else row for row, bad in zip(rows, missing)),
-                dtype="<f4").reshape(-1, dim)  # 0xff bytes: NaN, marks a missing vector
-            consumed, offsets = read_consumed(self.store, version)
+                b"".join(bytes(width) if bad else row for row, bad in zip(rows, missing)),
+                dtype="<f4").reshape(-1, dim)
+            consumed = read_consumed(self.store, version)
         return VectorVersion(dim=dim, item_vectors=item_vectors, index=index,
                              index_type=index_type, exact_index=isinstance(index, faiss.IndexFlat),
-                             user_vectors=user_vectors, consumed=consumed,
-                             consumed_offsets=offsets)
+                             user_vectors=user_vectors, vector_missing=missing,
+                             consumed=consumed)
 
     def openapi_fields(self) -> dict[str, Any]:
         """The vector request fields, for :mod:`services.core.openapi`."""
@@ -171,12 +173,11 @@ class VectorHandler(FamilyHandler):
         info: VectorVersion = version.extra
         if info.user_vectors is not None:
             self.store.check_alive()
-            vector = info.user_vectors[user]
-            if np.isnan(vector[0]):
+            if info.vector_missing[user]:
                 raise StoreUnavailable(f"model {version.name!r}: the vector of user {user} is "
                                        "missing or malformed in the store")
-            offsets = info.consumed_offsets
-            consumed = info.consumed["index"][offsets[user]:offsets[user + 1]].astype(np.int64)
+            vector = info.user_vectors[user]
+            consumed = info.consumed.of(user)["index"].astype(np.int64)
         else:
             keys = version.keys
             raw_vector, raw_consumed = self.store.run(
